@@ -1,0 +1,114 @@
+"""One lock per run, shared by every thread of a process and every process on the machine.
+
+``filelock`` excludes other processes; a ``threading.Lock`` per lock path excludes the other threads of this
+process first, so the file lock object is only ever used by one thread at a time (filelock refuses a second
+lock object on a held path in the same process, and ``flock`` would block it anyway).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+import filelock
+
+from .errors import LockTimeoutError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+DEFAULT_LOCK_TIMEOUT = 60.0
+LOCK_TIMEOUT_ENV = "ML_MANAGER_LOCK_TIMEOUT"
+
+# How often a waiting process retries a held lock.  filelock's default of 50 ms lets the holder win again
+# and again under contention; a few milliseconds keeps waits short at negligible CPU cost.
+_POLL_INTERVAL = 0.002
+
+
+class _Registry:
+    """The process's lock objects, one pair per lock path."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.guard = threading.Lock()
+        self.locks: dict[str, tuple[threading.Lock, filelock.FileLock]] = {}
+
+
+_registry = _Registry()
+
+
+def resolve_lock_timeout(timeout: float | None) -> float:
+    """The lock timeout to use: the explicit value, else ``ML_MANAGER_LOCK_TIMEOUT``, else 60 s.
+
+    Raises:
+        ValueError: the value is not a finite, non-negative number of seconds.
+    """
+    source = "lock_timeout"
+    if timeout is None:
+        raw = os.environ.get(LOCK_TIMEOUT_ENV)
+        if raw is None:
+            return DEFAULT_LOCK_TIMEOUT
+        source = LOCK_TIMEOUT_ENV
+        try:
+            timeout = float(raw)
+        except ValueError:
+            raise ValueError(f"{LOCK_TIMEOUT_ENV}={raw!r} is not a number of seconds") from None
+    if not (0 <= timeout < float("inf")):
+        raise ValueError(f"{source} must be a finite number of seconds >= 0, not {timeout!r}")
+    return float(timeout)
+
+
+@contextmanager
+def run_lock(lock_file: Path, timeout: float) -> Iterator[None]:
+    """Hold the lock at ``lock_file`` for the duration of the block.
+
+    Args:
+        lock_file: path of the lock file; created if missing, never deleted (deleting a lock file while
+            another process waits on it would let two processes in at once).
+        timeout: seconds to wait in all, for the other threads and the other processes together.
+
+    Raises:
+        LockTimeoutError: the lock was not free within ``timeout``.
+    """
+    thread_lock, file_lock = _locks_for(lock_file)
+    deadline = time.monotonic() + timeout
+    if not thread_lock.acquire(timeout=timeout):
+        raise LockTimeoutError(str(lock_file), timeout)
+    try:
+        remaining = max(0.0, deadline - time.monotonic())
+        try:
+            file_lock.acquire(timeout=remaining, poll_interval=_POLL_INTERVAL)
+        except filelock.Timeout as exc:
+            raise LockTimeoutError(str(lock_file), timeout) from exc
+        try:
+            yield
+        finally:
+            file_lock.release()
+    finally:
+        thread_lock.release()
+
+
+def _locks_for(lock_file: Path) -> tuple[threading.Lock, filelock.FileLock]:
+    key = os.path.abspath(lock_file)
+    registry = _registry
+    with registry.guard:
+        pair = registry.locks.get(key)
+        if pair is None:
+            pair = (threading.Lock(), filelock.FileLock(key, thread_local=False))
+            registry.locks[key] = pair
+        return pair
+
+
+def _forget_locks_after_fork() -> None:
+    # A child forked while another thread held a lock would inherit it locked forever; the child starts
+    # with fresh lock objects instead (its file locks are taken anew through its own descriptors).
+    _registry.reset()
+
+
+os.register_at_fork(after_in_child=_forget_locks_after_fork)

@@ -1,0 +1,158 @@
+"""The run directory on disk: its layout, reading and writing its TOML files, and the locked updates.
+
+    {base_dir}/{project_name}/{run_id}/
+        config.toml    the user's config + [_wandb] + [_meta]
+        metrics.toml   the latest value of every metric key, merged from every writer
+        run.lock       the run's lock file (never data)
+        .*.tmp         in-flight temp files of the atomic write (never data)
+
+Readers take no lock: every file is replaced atomically, so a read sees one whole version of it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from ._atomic import atomic_write
+from ._locking import run_lock
+from .errors import CorruptRunFileError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
+
+CONFIG_FILE = "config.toml"
+METRICS_FILE = "metrics.toml"
+LOCK_FILE = "run.lock"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Where one run's files live."""
+
+    run_dir: Path
+
+    @classmethod
+    def of(cls, base_dir: str | os.PathLike[str], project_name: str, run_id: str) -> RunPaths:
+        """The paths of run ``run_id`` of ``project_name`` under ``base_dir`` (names validated first)."""
+        check_name(project_name, "project_name")
+        check_name(run_id, "run_id")
+        return cls(Path(base_dir) / project_name / run_id)
+
+    @property
+    def config(self) -> Path:
+        return self.run_dir / CONFIG_FILE
+
+    @property
+    def metrics(self) -> Path:
+        return self.run_dir / METRICS_FILE
+
+    @property
+    def lock(self) -> Path:
+        return self.run_dir / LOCK_FILE
+
+
+def check_name(name: object, what: str) -> str:
+    """Validate a name used as one path component.
+
+    Raises:
+        TypeError: ``name`` is not a string.
+        ValueError: it is empty, ``.`` or ``..``, or contains a path separator or NUL.
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"{what} must be a string, not {type(name).__name__}")
+    seps = {os.sep, "/"} | ({os.altsep} if os.altsep else set())
+    if name in ("", ".", "..") or any(sep in name for sep in seps) or "\0" in name:
+        raise ValueError(f"{what} {name!r} is not a valid name: it must be one non-empty path component")
+    return name
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """Parse a run file.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        CorruptRunFileError: it exists but cannot be read, decoded or parsed (never reset to empty).
+    """
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise CorruptRunFileError(str(path), exc.strerror or str(exc)) from exc
+    try:
+        document: dict[str, Any] = tomllib.loads(data.decode("utf-8"))
+        return document
+    except UnicodeDecodeError as exc:
+        raise CorruptRunFileError(str(path), f"not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise CorruptRunFileError(str(path), f"not valid TOML ({exc})") from exc
+
+
+def read_toml_or_empty(path: Path) -> dict[str, Any]:
+    """:func:`read_toml`, with a missing file read as an empty document (a run that logged nothing yet)."""
+    try:
+        return read_toml(path)
+    except FileNotFoundError:
+        return {}
+
+
+def write_toml(path: Path, document: Mapping[str, Any], *, durable: bool) -> None:
+    """Serialise ``document`` and replace ``path`` with it through the atomic write primitive."""
+    atomic_write(path, tomli_w.dumps(document).encode("utf-8"), durable=durable)
+
+
+def deep_merge(base: dict[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """Merge ``new`` into ``base`` in place: tables merge key by key, any other value replaces."""
+    for key, value in new.items():
+        old = base.get(key)
+        if isinstance(value, Mapping) and isinstance(old, dict):
+            deep_merge(old, value)
+        else:
+            base[key] = _copy(value)
+    return base
+
+
+def _copy(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy(v) for v in value]
+    return value
+
+
+def update_file(
+    paths: RunPaths,
+    target: Path,
+    change: Callable[[dict[str, Any]], dict[str, Any]],
+    *,
+    lock_timeout: float,
+    durable: bool,
+) -> dict[str, Any]:
+    """Read-modify-write one run file under the run's lock; returns the document written.
+
+    Raises:
+        LockTimeoutError: the lock was not free in time.
+        CorruptRunFileError: the current file cannot be parsed; it is left untouched.
+        OSError: the write failed; the file keeps its previous bytes.
+    """
+    with run_lock(paths.lock, lock_timeout):
+        document = change(read_toml_or_empty(target))
+        write_toml(target, document, durable=durable)
+    return document
+
+
+def merge_metrics(paths: RunPaths, metrics: Mapping[str, Any], *, lock_timeout: float, durable: bool) -> dict[str, Any]:
+    """Deep-merge already normalised ``metrics`` into ``metrics.toml``; returns the merged state on disk."""
+    return update_file(
+        paths, paths.metrics, lambda current: deep_merge(current, metrics), lock_timeout=lock_timeout, durable=durable
+    )

@@ -1,0 +1,142 @@
+"""``MLProject``: every run under a base directory, as one pandas DataFrame."""
+
+from __future__ import annotations
+
+import errno
+import os
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, overload
+
+from . import _storage
+from ._frame import RunRow, build_frame
+from ._locking import resolve_lock_timeout
+from ._storage import RunPaths
+from .errors import CorruptRunFileError, MLManagerWarning
+from .run import MLRun
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+class MLProject:
+    """All runs under ``base_dir`` (``base_dir/project_name/run_id``), loaded into :attr:`df`.
+
+    Loading takes no lock: each file is read whole, as it was before or after any concurrent update.  A run
+    whose files cannot be read is skipped with one warning and listed in :attr:`skipped`; a directory still
+    being created (no ``config.toml`` yet) is skipped silently.
+
+    Example::
+
+        project = MLProject("./checkpoints")
+        best = project.search("accuracy > 0.95 and `model.name` == 'BERT'")
+        run = project.get_run(best.iloc[0]["run_id"])
+
+    Attributes:
+        base_dir: the root of all projects.
+        df: one row per run; see :meth:`load_project` for the columns.
+        skipped: the errors of the runs left out of the last load, each naming its file.
+    """
+
+    def __init__(self, base_dir: str | os.PathLike[str]) -> None:
+        self.base_dir = Path(base_dir)
+        self.skipped: list[CorruptRunFileError] = []
+        self.df: pd.DataFrame = self.load_project()
+
+    def load_project(self) -> pd.DataFrame:
+        """Scan ``base_dir/*/*/`` for runs and rebuild :attr:`df` from their files.
+
+        Columns: ``run_id``, ``project_name``, the config flattened with ``.`` (``model.name``), the metrics
+        flattened the same way, then ``_meta.*`` and ``_wandb.*``.  A name found in both config and metrics
+        keeps the metric under the bare name and the config value under ``config.<name>``.
+
+        Returns:
+            The new :attr:`df`.
+
+        Raises:
+            FileNotFoundError: ``base_dir`` does not exist.
+        """
+        if not self.base_dir.is_dir():
+            raise FileNotFoundError(errno.ENOENT, "no such base directory", str(self.base_dir))
+        rows: list[RunRow] = []
+        skipped: list[CorruptRunFileError] = []
+        timeout = resolve_lock_timeout(None)
+        for paths, project_name in self._run_dirs(skipped):
+            try:
+                config = _storage.read_toml(paths.config)
+                metrics = _storage.read_toml_or_empty(paths.metrics)
+                run = MLRun._from_documents(paths, project_name, config, metrics, lock_timeout=timeout)
+            except FileNotFoundError:
+                continue  # still being created, or removed while we looked
+            except CorruptRunFileError as exc:
+                skipped.append(exc)
+                warnings.warn(f"skipping run {paths.run_dir}: {exc}", MLManagerWarning, stacklevel=3)
+                continue
+            rows.append(RunRow(run.run_id, project_name, run.config, run.metrics, run.meta, run.wandb_info))
+        self.skipped = skipped
+        self.df = build_frame(rows)
+        return self.df
+
+    def _run_dirs(self, skipped: list[CorruptRunFileError]) -> list[tuple[RunPaths, str]]:
+        found = []
+        for project_dir in _subdirs(self.base_dir, skipped):
+            for run_dir in _subdirs(project_dir, skipped):
+                found.append((RunPaths(run_dir), project_dir.name))
+        return found
+
+    @overload
+    def search(self, query_string: str, return_objects: Literal[False] = False) -> pd.DataFrame: ...
+
+    @overload
+    def search(self, query_string: str, return_objects: Literal[True]) -> list[MLRun]: ...
+
+    def search(self, query_string: str, return_objects: bool = False) -> pd.DataFrame | list[MLRun]:
+        """Query :attr:`df` with :meth:`pandas.DataFrame.query` syntax.
+
+        Column names containing dots must be quoted with backticks: ``"`model.name` == 'BERT'"``.
+
+        Args:
+            query_string: the query.
+            return_objects: return the matching runs as :class:`MLRun` objects (read afresh from disk)
+                instead of a DataFrame.
+
+        Returns:
+            The matching rows of :attr:`df`, or the matching runs.
+        """
+        matches: pd.DataFrame = self.df.query(query_string)
+        if not return_objects:
+            return matches
+        return [
+            self.get_run(str(run_id), project_name=str(project_name))
+            for run_id, project_name in zip(matches["run_id"], matches["project_name"], strict=True)
+        ]
+
+    def get_run(self, run_id: str, project_name: str | None = None) -> MLRun:
+        """Load one run of this project's ``base_dir``; see :meth:`MLRun.load`.
+
+        Raises:
+            RunNotFoundError: no such run.
+            AmbiguousRunError: ``project_name`` is ``None`` and several projects hold ``run_id``.
+        """
+        return MLRun.load(run_id, self.base_dir, project_name)
+
+    def __repr__(self) -> str:
+        return f"MLProject(base_dir={str(self.base_dir)!r}, runs={len(self.df)})"
+
+
+def _subdirs(directory: Path, skipped: list[CorruptRunFileError]) -> list[Path]:
+    try:
+        with os.scandir(directory) as entries:
+            return sorted(Path(entry.path) for entry in entries if _is_dir(entry))
+    except OSError as exc:
+        error = CorruptRunFileError(str(directory), exc.strerror or str(exc))
+        skipped.append(error)
+        warnings.warn(f"skipping {directory}: {error}", MLManagerWarning, stacklevel=4)
+        return []
+
+
+def _is_dir(entry: Any) -> bool:
+    try:
+        return bool(entry.is_dir()) and not entry.name.startswith(".")
+    except OSError:
+        return False
