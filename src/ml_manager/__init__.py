@@ -4,9 +4,7 @@ Runs are plain TOML files under ``base_dir/project_name/run_id``; ``MLRun`` writ
 atomically (and logs to Weights & Biases), ``MLProject`` loads a whole project into a pandas DataFrame.
 """
 
-from __future__ import annotations
-
-from importlib.metadata import PackageNotFoundError, version
+import importlib.metadata as _metadata
 
 from .errors import (
     AmbiguousRunError,
@@ -20,8 +18,8 @@ from .project import MLProject
 from .run import MLRun
 
 try:
-    __version__ = version("ml_manager")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree that was never installed
+    __version__ = _metadata.version("ml_manager")
+except _metadata.PackageNotFoundError:  # pragma: no cover - running from a source tree that was never installed
     __version__ = "0+unknown"
 
 __all__ = [

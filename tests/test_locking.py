@@ -1,0 +1,84 @@
+"""The run lock: finite, configurable timeouts and a clear error naming the lock file."""
+
+from __future__ import annotations
+
+import multiprocessing
+import pickle
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ml_manager import LockTimeoutError, MLRun
+from ml_manager._locking import resolve_lock_timeout, run_lock
+
+SPAWN = multiprocessing.get_context("spawn")
+
+
+def _hold_lock(lock_file: str, held: Any, release: Any) -> None:
+    with run_lock(Path(lock_file), timeout=30):
+        held.set()
+        release.wait(60)
+
+
+def test_a_lock_held_by_another_process_times_out_naming_the_lock_file(base_dir: Path) -> None:
+    run = MLRun.create({}, base_dir, "demo", lock_timeout=0.2)
+    held, release = SPAWN.Event(), SPAWN.Event()
+    holder = SPAWN.Process(target=_hold_lock, args=(str(run.run_dir / "run.lock"), held, release))
+    holder.start()
+    try:
+        assert held.wait(60)
+        with pytest.raises(LockTimeoutError, match=r"run\.lock") as caught:
+            run.add_metrics({"accuracy": 0.9})
+        assert isinstance(caught.value, TimeoutError)
+        assert caught.value.lock_file == str(run.run_dir / "run.lock")
+        assert not (run.run_dir / "metrics.toml").exists()
+    finally:
+        release.set()
+        holder.join(60)
+    run.add_metrics({"accuracy": 0.9})  # released: the same handle goes through
+    assert run.metrics == {"accuracy": 0.9}
+    run.finish()
+
+
+def test_a_lock_held_by_another_thread_times_out_too(tmp_path: Path) -> None:
+    lock_file = tmp_path / "run.lock"
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with run_lock(lock_file, timeout=5):
+            held.set()
+            release.wait(30)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    try:
+        assert held.wait(30)
+        with pytest.raises(LockTimeoutError), run_lock(lock_file, timeout=0.05):
+            pass
+    finally:
+        release.set()
+        thread.join()
+    with run_lock(lock_file, timeout=0):
+        pass
+
+
+def test_lock_timeout_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch, base_dir: Path) -> None:
+    monkeypatch.setenv("ML_MANAGER_LOCK_TIMEOUT", "2.5")
+    assert resolve_lock_timeout(None) == 2.5
+    assert resolve_lock_timeout(7) == 7.0
+    assert MLRun.create({}, base_dir, "demo").lock_timeout == 2.5
+
+
+@pytest.mark.parametrize("bad", ["soon", "-1", "inf", "nan"])
+def test_a_bad_lock_timeout_in_the_environment_is_named(monkeypatch: pytest.MonkeyPatch, bad: str) -> None:
+    monkeypatch.setenv("ML_MANAGER_LOCK_TIMEOUT", bad)
+    with pytest.raises(ValueError, match="ML_MANAGER_LOCK_TIMEOUT"):
+        resolve_lock_timeout(None)
+
+
+def test_lock_timeout_error_pickles() -> None:
+    error = LockTimeoutError("/runs/x/run.lock", 1.5)
+    copy = pickle.loads(pickle.dumps(error))
+    assert (copy.lock_file, copy.timeout, str(copy)) == (error.lock_file, error.timeout, str(error))

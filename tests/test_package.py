@@ -1,0 +1,34 @@
+"""The package's front door: what it exports and what importing it costs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import ml_manager
+from ml_manager import errors
+
+
+def test_all_lists_exactly_the_public_names() -> None:
+    public = {name for name in vars(ml_manager) if not name.startswith("_")} - {"errors", "project", "run"}
+    assert sorted(ml_manager.__all__) == ml_manager.__all__
+    assert set(ml_manager.__all__) - {"__version__"} == public
+
+
+def test_errors_module_all_is_sorted_and_complete() -> None:
+    exported = {
+        name for name, value in vars(errors).items() if isinstance(value, type) and value.__module__ == errors.__name__
+    }
+    assert errors.__all__ == sorted(exported)
+
+
+def test_import_does_not_import_wandb_or_pandas() -> None:
+    code = "import sys, ml_manager; print(sorted(m for m in ('wandb', 'pandas') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_version_is_the_installed_distributions() -> None:
+    from importlib.metadata import version
+
+    assert ml_manager.__version__ == version("ml_manager")
