@@ -1,0 +1,146 @@
+"""Uncontended durable ``add_metrics`` of a 20-key dict against the same steps written out by hand.
+
+Both sides run in the same process, interleaved round by round, on the same filesystem, so the ratio holds
+even on a noisy machine.  The floors do exactly what the write protocol does and nothing else:
+
+    lock -> read -> parse -> merge -> dump -> write temp -> fsync -> replace -> fsync dir -> unlock
+
+``floor (filelock)`` takes the lock through filelock, as ml_manager does; ``floor (flock)`` through a bare
+blocking ``fcntl.flock``, the least any cross-process lock can cost.
+
+Usage: python benchmarks/bench_add_metrics.py [--calls N] [--rounds R] [--dir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import filelock
+import tomli_w
+
+from ml_manager import MLRun
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:
+    import tomli as tomllib
+
+KEYS = [f"metric_{i:02d}" for i in range(20)]
+
+
+def payload(step: int) -> dict[str, float]:
+    return {key: random.random() + step for key in KEYS}
+
+
+def _replace_durably(target: Path, data: bytes) -> None:
+    temp = target.with_name(f".{target.name}.bench.tmp")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(temp, target)
+    dir_fd = os.open(target.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _update(target: Path, metrics: dict[str, float]) -> None:
+    try:
+        current = tomllib.loads(target.read_bytes().decode())
+    except FileNotFoundError:
+        current = {}
+    current.update(metrics)
+    _replace_durably(target, tomli_w.dumps(current).encode())
+
+
+def floor_filelock(directory: Path) -> Callable[[dict[str, float]], None]:
+    lock = filelock.FileLock(str(directory / "floor.lock"), thread_local=False)
+    target = directory / "floor_filelock.toml"
+
+    def call(metrics: dict[str, float]) -> None:
+        with lock:
+            _update(target, metrics)
+
+    return call
+
+
+def floor_flock(directory: Path) -> Callable[[dict[str, float]], None]:
+    lock_path = directory / "flock.lock"
+    target = directory / "floor_flock.toml"
+
+    def call(metrics: dict[str, float]) -> None:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            _update(target, metrics)
+        finally:
+            os.close(fd)  # closing the descriptor releases the flock
+
+    return call
+
+
+def ours(directory: Path) -> Callable[[dict[str, float]], None]:
+    run = MLRun.create({"bench": True}, directory, "bench", mode="disabled")
+    return run.add_metrics
+
+
+def per_call(call: Callable[[dict[str, float]], None], calls: int) -> float:
+    """Median seconds per call over ``calls`` calls."""
+    times = []
+    for step in range(calls):
+        metrics = payload(step)
+        start = time.perf_counter()
+        call(metrics)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=200, help="calls per round and contender")
+    parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds")
+    parser.add_argument("--dir", type=Path, default=None, help="where to write (default: a temp dir)")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
+        directory = Path(tmp)
+        contenders = {
+            "ml_manager add_metrics": ours(directory),
+            "floor (filelock)": floor_filelock(directory),
+            "floor (flock)": floor_flock(directory),
+        }
+        for call in contenders.values():  # warm up: create the files, fill the page cache
+            per_call(call, 10)
+        results: dict[str, list[float]] = {name: [] for name in contenders}
+        for _ in range(args.rounds):
+            for name, call in random.sample(list(contenders.items()), len(contenders)):
+                results[name].append(per_call(call, args.calls))
+
+    base = statistics.median(results["floor (flock)"])
+    print(f"add_metrics, 20 keys, durable, uncontended: median per call over {args.rounds} rounds x {args.calls} calls")
+    print(f"{'':26}{'median ms':>10}{'min round':>11}{'max round':>11}{'x flock floor':>15}")
+    for name, rounds in results.items():
+        median = statistics.median(rounds)
+        print(f"{name:26}{median * 1e3:10.3f}{min(rounds) * 1e3:11.3f}{max(rounds) * 1e3:11.3f}{median / base:15.2f}")
+    ratio = statistics.median(results["ml_manager add_metrics"]) / statistics.median(results["floor (filelock)"])
+    print(f"ml_manager / floor (filelock) = {ratio:.2f}")
+
+
+if __name__ == "__main__":
+    main()
