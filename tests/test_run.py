@@ -213,6 +213,7 @@ def test_none_tuples_and_paths_in_config_round_trip_through_load(base_dir: Path)
     assert loaded == config
     assert type(loaded["image_size"]) is tuple
     assert type(loaded["model"]["widths"][1]) is tuple
+    assert isinstance(loaded["data_dir"], Path)
     # The file stays plain TOML: the key is absent, the tuple an array, the path a string.
     stored = read_toml(run.run_dir / "config.toml")
     assert "scheduler" not in stored
@@ -367,3 +368,10 @@ def test_run_ids_are_fresh_and_path_safe(base_dir: Path) -> None:
     ids = {MLRun.create({}, base_dir, "demo").run_id for _ in range(20)}
     assert len(ids) == 20
     assert all(len(i) == 8 and set(i) <= set(string.ascii_lowercase + string.digits) for i in ids)
+
+
+def test_arguments_that_are_not_utf8_do_not_break_create(base_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("sys.argv", ["train.py", "--data", b"caf\xe9".decode("utf-8", "surrogateescape")])
+    run = MLRun.create({}, base_dir, "demo")
+    assert read_toml(run.run_dir / "config.toml")["_meta"]["argv"] == ["train.py", "--data", "caf\ufffd"]
+    run.finish()

@@ -8,7 +8,8 @@ tables.  On top of those:
   user's program has imported it already.
 * In a **config**, ``None``, tuples and ``pathlib`` paths are stored in their nearest TOML form (the key left
   out, an array, a string) and their places are recorded in ``_meta.python_types`` so that ``MLRun.load``
-  gives back exactly what was passed.  ``None`` inside an array has no TOML form and is rejected.
+  gives back what was passed (paths come back as ``pathlib.Path``).  ``None`` inside an array has no TOML
+  form and is rejected.
 * In **metrics**, tuples are stored as arrays (and read back as lists); ``None`` and paths are rejected: a
   metric is a measurement, and a plain TOML value keeps ``metrics.toml`` readable by any tool.
 
@@ -21,7 +22,7 @@ from __future__ import annotations
 import datetime
 import sys
 from collections.abc import Mapping
-from pathlib import PurePath
+from pathlib import Path, PurePath
 from typing import Any
 
 # A key path: table keys (str) and array indices (int) from the top of the document.
@@ -75,7 +76,7 @@ def restore_config(config: dict[str, Any], types: Any) -> dict[str, Any]:
             elif kind == "tuple":
                 parent[last] = tuple(parent[last])
             elif kind == "path":
-                parent[last] = PurePath(parent[last]) if isinstance(parent[last], str) else parent[last]
+                parent[last] = Path(parent[last]) if isinstance(parent[last], str) else parent[last]
         except (KeyError, IndexError, TypeError):
             # A record that no longer matches the config (edited by hand): keep the stored value.
             continue

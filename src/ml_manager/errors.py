@@ -32,7 +32,7 @@ class LockTimeoutError(MLManagerError, TimeoutError):
 
     def __str__(self) -> str:
         return (
-            f"could not lock {self.lock_file} within {self.timeout:g} s; another process holds it "
+            f"could not lock {self.lock_file} within {self.timeout:g} s; another writer holds it "
             "(raise lock_timeout or ML_MANAGER_LOCK_TIMEOUT if writers legitimately wait this long)"
         )
 

@@ -36,6 +36,11 @@ def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.timezone.utc)
 
 
+def _text(arg: str) -> str:
+    # Arguments that were not valid UTF-8 arrive as surrogate escapes, which TOML cannot hold.
+    return arg.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def _version() -> str:
     from . import __version__
 
@@ -155,7 +160,7 @@ class MLRun:
             **git_info(),
             "hostname": socket.gethostname(),
             "pid": os.getpid(),
-            "argv": list(sys.argv),
+            "argv": [_text(arg) for arg in sys.argv],
             "python": platform.python_version(),
             "ml_manager": _version(),
         }
