@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from pathlib import Path
 
 TEMP_SUFFIX = ".tmp"
+_TEMP_NAME = re.compile(r"\..+\.[0-9a-f]{12}\.tmp")
 
 
 def temp_path_for(target: Path) -> Path:
@@ -36,32 +38,58 @@ def atomic_write(target: Path, data: bytes, *, durable: bool = True) -> None:
             process) may lose the latest writes.
 
     Raises:
-        OSError: the write failed; the error names ``target``.
+        OSError: the write failed.  Same errno as the underlying error (kept as ``__cause__``), ``filename``
+            is ``target`` and the message says which step failed.
     """
     temp = temp_path_for(target)
+    step = "creating a temp file for"
     try:
         # O_EXCL: never follow or reuse anything already sitting at the temp name.
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    except OSError as exc:
-        _reraise_naming(exc, target)
-    try:
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            if durable:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(temp, target)
-    except BaseException as exc:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp)
-        if isinstance(exc, OSError):
-            _reraise_naming(exc, target)
-        raise
-    if durable:
-        _fsync_directory(target.parent)
+            try:
+                step = "writing"
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                if durable:
+                    step = "syncing (fsync)"
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+            step = "replacing (os.replace)"
+            os.replace(temp, target)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp)
+            raise
+        if durable:
+            step = "syncing the directory of"
+            _fsync_directory(target.parent)
+    except OSError as exc:
+        raise OSError(exc.errno, f"{exc.strerror or exc} while {step} the file", str(target)) from exc
+
+
+def remove_stale_temps(directory: Path) -> list[Path]:
+    """Delete the temp files that writers killed mid-write left in ``directory``.
+
+    Only safe while holding the lock that every writer of the directory takes (a live writer's temp file
+    exists only inside that lock).  Never touches anything but this module's temp names.
+
+    Returns:
+        The files removed.
+    """
+    removed: list[Path] = []
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return removed
+    for name in names:
+        if _TEMP_NAME.fullmatch(name):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(directory / name)
+                removed.append(directory / name)
+    return removed
 
 
 def _fsync_directory(directory: Path) -> None:
@@ -71,10 +99,3 @@ def _fsync_directory(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _reraise_naming(exc: OSError, target: Path) -> NoReturn:
-    """Re-raise ``exc`` as the same kind of OSError, saying which file could not be written."""
-    if exc.errno is None or exc.filename is not None:
-        raise exc
-    raise OSError(exc.errno, exc.strerror or str(exc), str(target)) from exc

@@ -3,6 +3,16 @@
 ``filelock`` excludes other processes; a ``threading.Lock`` per lock path excludes the other threads of this
 process first, so the file lock object is only ever used by one thread at a time (filelock refuses a second
 lock object on a held path in the same process, and ``flock`` would block it anyway).
+
+Two kinds of lock:
+
+* ``"flock"`` (default): ``filelock.FileLock``, the kernel's ``flock``.  Released by the OS when its holder
+  dies, whatever killed it.
+* ``"soft"``: ``filelock.SoftFileLock``, the lock file's existence.  For filesystems without ``flock`` (some
+  network and FUSE mounts).  A holder killed on this host is detected by its recorded pid and its lock
+  reclaimed; a holder on another host that died is not, and its lock must wait out the timeout.
+
+Every writer of one run must use the same kind; a run records its kind in ``_meta.lock``.
 """
 
 from __future__ import annotations
@@ -11,7 +21,7 @@ import os
 import threading
 import time
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import filelock
 
@@ -23,6 +33,10 @@ if TYPE_CHECKING:
 
 DEFAULT_LOCK_TIMEOUT = 60.0
 LOCK_TIMEOUT_ENV = "ML_MANAGER_LOCK_TIMEOUT"
+LOCK_KIND_ENV = "ML_MANAGER_LOCK"
+LockKind = Literal["flock", "soft"]
+LOCK_KINDS: tuple[LockKind, ...] = ("flock", "soft")
+LOCK_FILES: dict[LockKind, str] = {"flock": "run.lock", "soft": "run.soft.lock"}
 
 # How often a waiting process retries a held lock.  filelock's default of 50 ms lets the holder win again
 # and again under contention; a few milliseconds keeps waits short at negligible CPU cost.
@@ -37,7 +51,7 @@ class _Registry:
 
     def reset(self) -> None:
         self.guard = threading.Lock()
-        self.locks: dict[str, tuple[threading.Lock, filelock.FileLock]] = {}
+        self.locks: dict[str, tuple[threading.Lock, filelock.BaseFileLock]] = {}
 
 
 _registry = _Registry()
@@ -64,19 +78,38 @@ def resolve_lock_timeout(timeout: float | None) -> float:
     return float(timeout)
 
 
+def resolve_lock_kind(kind: str | None, recorded: object = None) -> LockKind:
+    """The lock kind to use: ``kind``, else the one the run recorded, else ``ML_MANAGER_LOCK``, else flock.
+
+    Raises:
+        ValueError: the kind is not ``"flock"`` or ``"soft"``.
+    """
+    source, value = "lock", kind
+    if value is None and isinstance(recorded, str):
+        source, value = "the run's _meta.lock", recorded
+    if value is None:
+        source, value = LOCK_KIND_ENV, os.environ.get(LOCK_KIND_ENV) or "flock"
+    for known in LOCK_KINDS:
+        if value == known:
+            return known
+    raise ValueError(f"{source}={value!r} is not a lock kind; use 'flock' or 'soft'")
+
+
 @contextmanager
-def run_lock(lock_file: Path, timeout: float) -> Iterator[None]:
+def run_lock(lock_file: Path, timeout: float, kind: LockKind = "flock") -> Iterator[None]:
     """Hold the lock at ``lock_file`` for the duration of the block.
 
     Args:
-        lock_file: path of the lock file; created if missing, never deleted (deleting a lock file while
-            another process waits on it would let two processes in at once).
+        lock_file: path of the lock file.  A flock file is created if missing and never deleted (deleting it
+            while another process waits on it would let two processes in at once); a soft lock file exists
+            exactly while the lock is held.
         timeout: seconds to wait in all, for the other threads and the other processes together.
+        kind: ``"flock"`` or ``"soft"``.
 
     Raises:
         LockTimeoutError: the lock was not free within ``timeout``.
     """
-    thread_lock, file_lock = _locks_for(lock_file)
+    thread_lock, file_lock = _locks_for(lock_file, kind)
     deadline = time.monotonic() + timeout
     if not thread_lock.acquire(timeout=timeout):
         raise LockTimeoutError(str(lock_file), timeout)
@@ -94,13 +127,14 @@ def run_lock(lock_file: Path, timeout: float) -> Iterator[None]:
         thread_lock.release()
 
 
-def _locks_for(lock_file: Path) -> tuple[threading.Lock, filelock.FileLock]:
+def _locks_for(lock_file: Path, kind: LockKind) -> tuple[threading.Lock, filelock.BaseFileLock]:
     key = os.path.abspath(lock_file)
     registry = _registry
     with registry.guard:
         pair = registry.locks.get(key)
         if pair is None:
-            pair = (threading.Lock(), filelock.FileLock(key, thread_local=False))
+            cls = filelock.SoftFileLock if kind == "soft" else filelock.FileLock
+            pair = (threading.Lock(), cls(key, thread_local=False))
             registry.locks[key] = pair
         return pair
 

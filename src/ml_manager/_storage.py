@@ -3,8 +3,8 @@
     {base_dir}/{project_name}/{run_id}/
         config.toml    the user's config + [_wandb] + [_meta]
         metrics.toml   the latest value of every metric key, merged from every writer
-        run.lock       the run's lock file (never data)
-        .*.tmp         in-flight temp files of the atomic write (never data)
+        run.lock       the run's lock file (run.soft.lock with the soft lock); never data
+        .*.tmp         in-flight temp files of the atomic write; never data, removed by the next writer
 
 Readers take no lock: every file is replaced atomically, so a read sees one whole version of it.
 """
@@ -20,8 +20,8 @@ from typing import Any
 
 import tomli_w
 
-from ._atomic import atomic_write
-from ._locking import run_lock
+from ._atomic import atomic_write, remove_stale_temps
+from ._locking import LOCK_FILES, LockKind, run_lock
 from .errors import CorruptRunFileError
 
 if sys.version_info >= (3, 11):
@@ -31,7 +31,6 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 
 CONFIG_FILE = "config.toml"
 METRICS_FILE = "metrics.toml"
-LOCK_FILE = "run.lock"
 FORMAT_VERSION = 1
 
 
@@ -56,9 +55,12 @@ class RunPaths:
     def metrics(self) -> Path:
         return self.run_dir / METRICS_FILE
 
-    @property
-    def lock(self) -> Path:
-        return self.run_dir / LOCK_FILE
+    def has_files(self) -> bool:
+        """Whether the run has any of its data files (a directory being created has neither yet)."""
+        return self.config.exists() or self.metrics.exists()
+
+    def lock(self, kind: LockKind) -> Path:
+        return self.run_dir / LOCK_FILES[kind]
 
 
 def check_name(name: object, what: str) -> str:
@@ -79,9 +81,13 @@ def check_name(name: object, what: str) -> str:
 def read_toml(path: Path) -> dict[str, Any]:
     """Parse a run file.
 
+    ml_manager never writes an empty run file, so an empty one is corrupt too: what a crash leaves when a file
+    was renamed into place before its data reached the disk (possible only with ``durable=False``, or when
+    another tool wrote it).
+
     Raises:
         FileNotFoundError: the file does not exist.
-        CorruptRunFileError: it exists but cannot be read, decoded or parsed (never reset to empty).
+        CorruptRunFileError: it exists but cannot be read, decoded or parsed, or is empty (never reset).
     """
     try:
         data = path.read_bytes()
@@ -89,6 +95,8 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise
     except OSError as exc:
         raise CorruptRunFileError(str(path), exc.strerror or str(exc)) from exc
+    if not data:
+        raise CorruptRunFileError(str(path), "the file is empty")
     try:
         document: dict[str, Any] = tomllib.loads(data.decode("utf-8"))
         return document
@@ -96,6 +104,21 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise CorruptRunFileError(str(path), f"not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
     except tomllib.TOMLDecodeError as exc:
         raise CorruptRunFileError(str(path), f"not valid TOML ({exc})") from exc
+
+
+def read_config(paths: RunPaths) -> dict[str, Any]:
+    """Parse a run's ``config.toml``.
+
+    Raises:
+        FileNotFoundError: the run has no data files at all (it does not exist, or is still being created).
+        CorruptRunFileError: ``config.toml`` is unreadable, or missing while ``metrics.toml`` exists.
+    """
+    try:
+        return read_toml(paths.config)
+    except FileNotFoundError:
+        if paths.metrics.exists():
+            raise CorruptRunFileError(str(paths.config), "missing, though metrics.toml exists") from None
+        raise
 
 
 def read_toml_or_empty(path: Path) -> dict[str, Any]:
@@ -135,24 +158,38 @@ def update_file(
     target: Path,
     change: Callable[[dict[str, Any]], dict[str, Any]],
     *,
+    lock: LockKind,
     lock_timeout: float,
     durable: bool,
 ) -> dict[str, Any]:
     """Read-modify-write one run file under the run's lock; returns the document written.
+
+    Temp files that killed writers left behind are removed first: under the lock no live writer has one.
 
     Raises:
         LockTimeoutError: the lock was not free in time.
         CorruptRunFileError: the current file cannot be parsed; it is left untouched.
         OSError: the write failed; the file keeps its previous bytes.
     """
-    with run_lock(paths.lock, lock_timeout):
+    with run_lock(paths.lock(lock), lock_timeout, lock):
+        remove_stale_temps(paths.run_dir)
         document = change(read_toml_or_empty(target))
         write_toml(target, document, durable=durable)
     return document
 
 
-def merge_metrics(paths: RunPaths, metrics: Mapping[str, Any], *, lock_timeout: float, durable: bool) -> dict[str, Any]:
+def merge_metrics(
+    paths: RunPaths, metrics: Mapping[str, Any], *, lock: LockKind, lock_timeout: float, durable: bool
+) -> dict[str, Any]:
     """Deep-merge already normalised ``metrics`` into ``metrics.toml``; returns the merged state on disk."""
+    if not metrics:
+        # Nothing to merge: no write (and no empty file, which would read as corrupt).
+        return read_toml_or_empty(paths.metrics)
     return update_file(
-        paths, paths.metrics, lambda current: deep_merge(current, metrics), lock_timeout=lock_timeout, durable=durable
+        paths,
+        paths.metrics,
+        lambda current: deep_merge(current, metrics),
+        lock=lock,
+        lock_timeout=lock_timeout,
+        durable=durable,
     )

@@ -63,7 +63,7 @@ class MLProject:
         timeout = resolve_lock_timeout(None)
         for paths, project_name in self._run_dirs(skipped):
             try:
-                config = _storage.read_toml(paths.config)
+                config = _storage.read_config(paths)
                 metrics = _storage.read_toml_or_empty(paths.metrics)
                 run = MLRun._from_documents(paths, project_name, config, metrics, lock_timeout=timeout)
             except FileNotFoundError:

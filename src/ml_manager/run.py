@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import _storage, _wandb
 from ._git import git_info
-from ._locking import resolve_lock_timeout
+from ._locking import LockKind, resolve_lock_kind, resolve_lock_timeout
 from ._storage import RunPaths
 from ._values import normalize_config, normalize_metrics, restore_config
 from .errors import AmbiguousRunError, CorruptRunFileError, RunNotFoundError
@@ -82,6 +82,7 @@ class MLRun:
         wandb_info: dict[str, Any],
         wandb_run: Any | None,
         durable: bool,
+        lock: LockKind,
         lock_timeout: float,
         owner: bool,
     ) -> None:
@@ -95,6 +96,7 @@ class MLRun:
         self.wandb_info = wandb_info
         self.wandb_run = wandb_run
         self.durable = durable
+        self.lock = lock
         self.lock_timeout = lock_timeout
         # Only the handle that created the run records its final status.
         self._owner = owner
@@ -114,6 +116,7 @@ class MLRun:
         mode: str | None = None,
         run_id: str | None = None,
         durable: bool = True,
+        lock: LockKind | None = None,
         lock_timeout: float | None = None,
     ) -> MLRun:
         """Start a new run: create its directory, write ``config.toml``, start wandb.
@@ -130,6 +133,8 @@ class MLRun:
             mode: ``"online"``, ``"offline"`` or ``"disabled"``; default ``WANDB_MODE``, else online.
             run_id: the id to use (one path component); default a fresh 8-character id.
             durable: fsync every write so an acknowledged write survives a power loss (default).
+            lock: ``"flock"`` (default) or ``"soft"`` for filesystems without ``flock``; default
+                ``ML_MANAGER_LOCK``.  Recorded in ``_meta.lock`` so that every writer of the run uses it.
             lock_timeout: seconds to wait for the run's lock; default ``ML_MANAGER_LOCK_TIMEOUT``, else 60.
 
         Returns:
@@ -150,6 +155,7 @@ class MLRun:
             raise ValueError(f"config key {reserved[0]!r} is reserved for ml_manager's own table")
         stored_config, python_types = normalize_config(config)
         wandb_mode = _wandb.resolve_mode(mode)
+        lock_kind = resolve_lock_kind(lock)
         timeout = resolve_lock_timeout(lock_timeout)
 
         paths = cls._make_run_dir(Path(base_dir) / project_name, run_id)
@@ -157,6 +163,7 @@ class MLRun:
             "format_version": _storage.FORMAT_VERSION,
             "created_at": _now(),
             "status": "running",
+            "lock": lock_kind,
             **git_info(),
             "hostname": socket.gethostname(),
             "pid": os.getpid(),
@@ -185,6 +192,7 @@ class MLRun:
             wandb_info=wandb_info,
             wandb_run=wandb_run,
             durable=durable,
+            lock=lock_kind,
             lock_timeout=timeout,
             owner=True,
         )
@@ -211,6 +219,7 @@ class MLRun:
         project_name: str | None = None,
         *,
         durable: bool = True,
+        lock: LockKind | None = None,
         lock_timeout: float | None = None,
     ) -> MLRun:
         """Load a run from its files, to read it or to log into it from another process.
@@ -220,6 +229,7 @@ class MLRun:
             base_dir: the root of all projects.
             project_name: the run's project; when ``None`` every project under ``base_dir`` is searched.
             durable: as for :meth:`create`, for this handle's writes.
+            lock: the lock kind for this handle's writes; default the one the run recorded at creation.
             lock_timeout: as for :meth:`create`, for this handle's writes.
 
         Returns:
@@ -228,7 +238,8 @@ class MLRun:
         Raises:
             RunNotFoundError: no such run.
             AmbiguousRunError: ``project_name`` is ``None`` and several projects hold ``run_id``.
-            CorruptRunFileError: ``config.toml`` or ``metrics.toml`` cannot be read or parsed.
+            CorruptRunFileError: ``config.toml`` or ``metrics.toml`` cannot be read or parsed, or
+                ``metrics.toml`` exists without ``config.toml``.
         """
         _storage.check_name(run_id, "run_id")
         timeout = resolve_lock_timeout(lock_timeout)
@@ -236,7 +247,7 @@ class MLRun:
             project_name = find_project(run_id, Path(base_dir))
         paths = RunPaths.of(base_dir, project_name, run_id)
         try:
-            document = _storage.read_toml(paths.config)
+            document = _storage.read_config(paths)
         except FileNotFoundError:
             raise RunNotFoundError(run_id, str(paths.run_dir.parent)) from None
         return cls._from_documents(
@@ -245,6 +256,7 @@ class MLRun:
             document,
             _storage.read_toml_or_empty(paths.metrics),
             durable=durable,
+            lock=lock,
             lock_timeout=timeout,
         )
 
@@ -257,13 +269,19 @@ class MLRun:
         metrics: dict[str, Any],
         *,
         durable: bool = True,
+        lock: LockKind | None = None,
         lock_timeout: float,
     ) -> MLRun:
-        """A loaded run from parsed ``config.toml`` and ``metrics.toml`` documents."""
-        meta = config_document.pop("_meta", {})
+        """A loaded run from parsed ``config.toml`` and ``metrics.toml`` documents.
+
+        Raises:
+            CorruptRunFileError: the config has no ``[_meta]`` table (it is not an ml_manager run's), or
+                ``_meta``/``_wandb`` are not tables.
+        """
+        meta = config_document.pop("_meta", None)
         wandb_info = config_document.pop("_wandb", {})
         if not isinstance(meta, dict) or not isinstance(wandb_info, dict):
-            raise CorruptRunFileError(str(paths.config), "_meta and _wandb must be tables")
+            raise CorruptRunFileError(str(paths.config), "no [_meta] and [_wandb] tables: not an ml_manager run")
         return cls(
             paths=paths,
             project_name=project_name,
@@ -273,6 +291,7 @@ class MLRun:
             wandb_info=wandb_info,
             wandb_run=None,
             durable=durable,
+            lock=resolve_lock_kind(lock, meta.get("lock")),
             lock_timeout=lock_timeout,
             owner=False,
         )
@@ -297,7 +316,9 @@ class MLRun:
             CorruptRunFileError: ``metrics.toml`` is corrupt; it is left as it is, never overwritten.
         """
         values = normalize_metrics(metrics_dict)
-        self.metrics = _storage.merge_metrics(self._paths, values, lock_timeout=self.lock_timeout, durable=self.durable)
+        self.metrics = _storage.merge_metrics(
+            self._paths, values, lock=self.lock, lock_timeout=self.lock_timeout, durable=self.durable
+        )
         if self.wandb_run is not None and not self._finished:
             self._wandb.call("log", self.wandb_run.log, values)
 
@@ -334,7 +355,12 @@ class MLRun:
 
         try:
             document = _storage.update_file(
-                self._paths, self._paths.config, mark, lock_timeout=self.lock_timeout, durable=self.durable
+                self._paths,
+                self._paths.config,
+                mark,
+                lock=self.lock,
+                lock_timeout=self.lock_timeout,
+                durable=self.durable,
             )
             self.meta = dict(document["_meta"])
         finally:
@@ -378,7 +404,7 @@ def find_project(run_id: str, base_dir: Path) -> str:
         projects = sorted(entry.name for entry in os.scandir(base_dir) if entry.is_dir())
     except FileNotFoundError:
         raise RunNotFoundError(run_id, str(base_dir)) from None
-    holders = [name for name in projects if (base_dir / name / run_id / _storage.CONFIG_FILE).is_file()]
+    holders = [name for name in projects if _storage.RunPaths(base_dir / name / run_id).has_files()]
     if not holders:
         raise RunNotFoundError(run_id, str(base_dir))
     if len(holders) > 1:
