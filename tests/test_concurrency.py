@@ -6,12 +6,15 @@ import multiprocessing
 import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from ml_manager import MLProject, MLRun
 from ml_manager._storage import read_toml
+
+if TYPE_CHECKING:
+    from ml_manager._locking import LockKind
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -23,7 +26,7 @@ PROCESSES, THREADS, CALLS = 4, 4, 200
 
 
 def _writer(base_dir: str, run_id: str, name: str, calls: int, barrier: Any) -> None:
-    run = MLRun.load(run_id, base_dir)
+    run = MLRun.load(run_id, base_dir)  # takes the lock kind the run recorded
     barrier.wait()
     for i in range(calls):
         run.add_metrics({f"{name}_{i}": i, "last_writer": name})
@@ -57,8 +60,9 @@ def _gaps(metrics: dict[str, Any]) -> list[str]:
 
 
 @pytest.mark.slow
-def test_processes_and_threads_lose_nothing_and_readers_never_see_a_torn_file(base_dir: Path) -> None:
-    run = MLRun.create({"job": "stress"}, base_dir, "demo")
+@pytest.mark.parametrize("lock", ["flock", "soft"])
+def test_processes_and_threads_lose_nothing_and_readers_never_see_a_torn_file(base_dir: Path, lock: LockKind) -> None:
+    run = MLRun.create({"job": "stress"}, base_dir, "demo", lock=lock)
     barrier = SPAWN.Barrier(PROCESSES + 1)
     stop, results = SPAWN.Event(), SPAWN.Queue()
     reader = SPAWN.Process(target=_reader, args=(str(base_dir), run.run_id, str(run.run_dir), stop, results))
@@ -98,4 +102,7 @@ def test_processes_and_threads_lose_nothing_and_readers_never_see_a_torn_file(ba
     assert reads > 0
     # This handle's view after its last write already held every key it wrote, merged with others'.
     assert {f"t0_{i}" for i in range(CALLS)} <= set(run.metrics)
+    # Every writer used the lock the run recorded, and only that one.
+    unused = {"flock": "run.soft.lock", "soft": "run.lock"}[lock]
+    assert not (run.run_dir / unused).exists()
     run.finish()

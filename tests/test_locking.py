@@ -82,3 +82,48 @@ def test_lock_timeout_error_pickles() -> None:
     error = LockTimeoutError("/runs/x/run.lock", 1.5)
     copy = pickle.loads(pickle.dumps(error))
     assert (copy.lock_file, copy.timeout, str(copy)) == (error.lock_file, error.timeout, str(error))
+
+
+def test_the_lock_kind_is_recorded_and_joiners_follow_it(base_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run = MLRun.create({}, base_dir, "demo", lock="soft")
+    assert run.meta["lock"] == "soft"
+    monkeypatch.setenv("ML_MANAGER_LOCK", "flock")  # the run's own record wins over the environment
+    joined = MLRun.load(run.run_id, base_dir)
+    assert joined.lock == "soft"
+    joined.add_metrics({"a": 1})
+    assert not (run.run_dir / "run.lock").exists()
+    assert not (run.run_dir / "run.soft.lock").exists()  # a soft lock exists only while held
+    assert MLRun.load(run.run_id, base_dir, lock="flock").lock == "flock"  # an explicit choice wins
+    run.finish()
+
+
+def test_the_lock_kind_comes_from_the_environment(base_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ML_MANAGER_LOCK", "soft")
+    assert MLRun.create({}, base_dir, "demo").lock == "soft"
+    monkeypatch.setenv("ML_MANAGER_LOCK", "posix")
+    with pytest.raises(ValueError, match="ML_MANAGER_LOCK"):
+        MLRun.create({}, base_dir, "demo")
+    with pytest.raises(ValueError, match="'nfs'"):
+        MLRun.create({}, base_dir, "demo", lock="nfs")  # type: ignore[arg-type]
+
+
+def test_a_soft_lock_held_by_another_process_times_out_naming_it(base_dir: Path) -> None:
+    run = MLRun.create({}, base_dir, "demo", lock="soft", lock_timeout=0.2)
+    held, release = SPAWN.Event(), SPAWN.Event()
+    holder = SPAWN.Process(target=_hold_soft_lock, args=(str(run.run_dir / "run.soft.lock"), held, release))
+    holder.start()
+    try:
+        assert held.wait(60)
+        with pytest.raises(LockTimeoutError, match=r"run\.soft\.lock"):
+            run.add_metrics({"a": 1})
+    finally:
+        release.set()
+        holder.join(60)
+    run.add_metrics({"a": 1})
+    run.finish()
+
+
+def _hold_soft_lock(lock_file: str, held: Any, release: Any) -> None:
+    with run_lock(Path(lock_file), timeout=30, kind="soft"):
+        held.set()
+        release.wait(60)

@@ -148,6 +148,11 @@ def _plain(value: Any, root: tuple[str, ...], path: KeyPath) -> Any:
         return _check_text(str(value), root, path, "value")
     if isinstance(value, datetime.time) and value.tzinfo is not None:
         raise ValueError(f"{_where(root, path)} is a time with a time zone, which TOML cannot store")
+    if isinstance(value, datetime.datetime):
+        offset = value.utcoffset()
+        if offset is not None and offset % datetime.timedelta(minutes=1):
+            # TOML offsets are whole minutes; writing this one would make the whole file unreadable.
+            raise ValueError(f"{_where(root, path)} has the time-zone offset {offset}, not a whole number of minutes")
     return value
 
 
