@@ -8,6 +8,7 @@ renamed into place); a killed writer never leaves the lock held; its temp files 
 from __future__ import annotations
 
 import multiprocessing
+import os
 import random
 import subprocess
 import sys
@@ -29,7 +30,8 @@ else:
 SPAWN = multiprocessing.get_context("spawn")
 WRITER = Path(__file__).with_name("_crash_writer.py")
 WHERE = ["before-lock", "in-lock", "before-rename", "after-rename", "after-return", "never"]
-ROUNDS, WRITERS, CALLS = 6, 4, 40
+# Sized for CI; raise ML_MANAGER_CRASH_ROUNDS for a longer soak.
+ROUNDS, WRITERS, CALLS = int(os.environ.get("ML_MANAGER_CRASH_ROUNDS", "6")), 4, 40
 POISON = "poison_from_a_temp_file"
 
 

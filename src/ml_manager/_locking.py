@@ -9,8 +9,9 @@ Two kinds of lock:
 * ``"flock"`` (default): ``filelock.FileLock``, the kernel's ``flock``.  Released by the OS when its holder
   dies, whatever killed it.
 * ``"soft"``: ``filelock.SoftFileLock``, the lock file's existence.  For filesystems without ``flock`` (some
-  network and FUSE mounts).  A holder killed on this host is detected by its recorded pid and its lock
-  reclaimed; a holder on another host that died is not, and its lock must wait out the timeout.
+  network and FUSE mounts).  A holder killed on this host is detected by its recorded pid once its parent
+  has reaped it, and its lock reclaimed; a holder that died on another host cannot be proven dead, so its
+  lock stays until the lock file is removed.
 
 Every writer of one run must use the same kind; a run records its kind in ``_meta.lock``.
 """

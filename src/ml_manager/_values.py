@@ -13,8 +13,9 @@ tables.  On top of those:
 * In **metrics**, tuples are stored as arrays (and read back as lists); ``None`` and paths are rejected: a
   metric is a measurement, and a plain TOML value keeps ``metrics.toml`` readable by any tool.
 
-Anything else raises ``TypeError`` (or ``ValueError`` for a value of the right type TOML still cannot hold)
-naming the offending key path, e.g. ``config['model']['layers'][2]``.
+Anything else raises ``TypeError`` (or ``ValueError`` for a value of the right type TOML still cannot hold:
+an int beyond 64 bits, a lone surrogate, a datetime whose offset is not whole minutes) naming the offending key
+path, e.g. ``config['model']['layers'][2]``.
 """
 
 from __future__ import annotations
