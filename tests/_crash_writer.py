@@ -3,7 +3,8 @@
 Usage: python _crash_writer.py BASE_DIR RUN_ID NAME CALLS KILL_AT WHERE ACK_FILE
 
 Logs ``{NAME}_{i}: i`` for i in range(CALLS) and appends ``i`` to ACK_FILE only after ``add_metrics``
-returned.  At call KILL_AT it kills itself with SIGKILL at WHERE:
+returned.  At call KILL_AT it kills itself with SIGKILL at WHERE (before the rename, it first writes the
+path of the temp file it strands to ACK_FILE.stranded):
 
     before-lock     before add_metrics takes the lock
     in-lock         inside the lock, after reading metrics.toml, before writing anything
@@ -43,6 +44,10 @@ def read_then_maybe_die(path: Any) -> Any:
 
 
 def replace_after_maybe_dying(src: Any, dst: Any) -> None:
+    if armed and where == "before-rename":
+        # Leave word of the temp file this kill strands, so the test can prove the window was hit.
+        with open(f"{ack_file}.stranded", "w") as note:
+            note.write(str(src))
     die_if("before-rename")
     real_replace(src, dst)
 
