@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlparse
 
+from ._forward import Forwarder, ForwarderStats
 from .errors import MLManagerWarning
 
 logger = logging.getLogger("ml_manager")
@@ -40,6 +41,26 @@ def resolve_mode(mode: str | None) -> Mode:
     if resolved not in MODES:
         raise ValueError(f"{source}={mode!r} is not a wandb mode; use one of {', '.join(MODES)}")
     return resolved
+
+
+BACKGROUND_ENV = "ML_MANAGER_BACKGROUND_WANDB"
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
+
+
+def resolve_background(background: bool | None) -> bool:
+    """Whether to send to wandb in the background: ``background``, else ``ML_MANAGER_BACKGROUND_WANDB``.
+
+    Raises:
+        ValueError: the environment variable is neither true-ish nor false-ish.
+    """
+    if background is not None:
+        return bool(background)
+    raw = os.environ.get(BACKGROUND_ENV, "").strip().lower()
+    if raw in _TRUE:
+        return True
+    if raw in _FALSE:
+        return False
+    raise ValueError(f"{BACKGROUND_ENV}={raw!r}: use 1/true/yes/on or 0/false/no/off")
 
 
 def has_credentials() -> bool:
@@ -169,24 +190,93 @@ def url_for(table: dict[str, Any]) -> str | None:
     return f"{app.rstrip('/')}/{entity}/{project}/runs/{run_id}"
 
 
-class Reporter:
-    """Reports a failing wandb call once per run, then counts the rest silently."""
+class WandbSender:
+    """Hands ``add_metrics`` values to a wandb run: directly, or through a background :class:`Forwarder`.
 
-    def __init__(self) -> None:
-        self.failures = 0
+    Either way a failing ``log`` is logged once and counted, never raised.  Only the process that started the
+    wandb run talks to it: in a forked child (a DataLoader worker, say) every call is dropped and counted, so
+    nothing is sent twice and the child never touches wandb's connection.
+    """
 
-    def call(self, what: str, func: Any, *args: Any, **kwargs: Any) -> bool:
-        """Call ``func``; on any exception log it (the first time only) and return False."""
+    def __init__(self, run: Any, *, background: bool, queue_size: int, drain_timeout: float) -> None:
+        self._run = run
+        self._pid = os.getpid()
+        self._counts = {"sent": 0, "dropped": 0, "failed": 0}
+        self._closed = False
+        self._reported = False
+        self.drain_timeout = drain_timeout
+        self._forwarder = (
+            Forwarder(
+                self._deliver,
+                maxsize=queue_size,
+                exit_timeout=drain_timeout,
+                name=f"ml_manager-wandb-{_attr(run, 'id')}",
+            )
+            if background
+            else None
+        )
+
+    def _deliver(self, item: tuple[dict[str, Any], int | None]) -> None:
+        values, step = item
+        if step is None:
+            self._run.log(values)
+        else:
+            self._run.log(values, step=step)
+
+    def log(self, values: dict[str, Any], step: int | None) -> None:
+        """Send (or queue) one ``add_metrics`` call; never raises, never blocks on wandb in background mode."""
+        if self._closed or os.getpid() != self._pid:
+            self._counts["dropped"] += 1
+            return
+        if self._forwarder is not None:
+            self._forwarder.submit((values, step))
+            return
         try:
-            func(*args, **kwargs)
+            self._deliver((values, step))
         except Exception:
-            self.failures += 1
-            if self.failures == 1:
+            self._counts["failed"] += 1
+            if not self._reported:
+                self._reported = True
                 logger.warning(
-                    "wandb %s failed; the local files still hold everything (further failures are counted, "
+                    "wandb log failed; the local files still hold everything (further failures are counted, "
                     "not reported)",
-                    what,
                     exc_info=True,
                 )
-            return False
-        return True
+        else:
+            self._counts["sent"] += 1
+
+    def finish(self, *, exit_code: int, timeout: float | None) -> bool:
+        """Drain the queue within ``timeout`` seconds (default: the drain timeout), then finish the wandb run.
+
+        Returns:
+            True if every queued call reached wandb before the deadline.
+        """
+        if self._closed or os.getpid() != self._pid:
+            return True
+        self._closed = True
+        drained = True
+        if self._forwarder is not None:
+            drained = self._forwarder.close(self.drain_timeout if timeout is None else timeout)
+            if not drained:
+                logger.warning(
+                    "wandb: %s; the deadline passed before the queue drained, the local files hold everything",
+                    self.stats,
+                )
+        try:
+            self._run.finish(exit_code=exit_code)
+        except Exception:
+            logger.warning("wandb finish failed; the local files still hold everything", exc_info=True)
+        return drained
+
+    @property
+    def stats(self) -> ForwarderStats:
+        """sent / dropped / failed / pending, whichever way the calls went."""
+        if self._forwarder is None:
+            return ForwarderStats(**self._counts)
+        queued = self._forwarder.stats
+        return ForwarderStats(queued.sent, queued.dropped + self._counts["dropped"], queued.failed, queued.pending)
+
+    @property
+    def thread_alive(self) -> bool:
+        """Whether the background thread is still running."""
+        return self._forwarder is not None and self._forwarder.thread_alive

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import functools
 import os
 import platform
 import secrets
@@ -11,9 +12,10 @@ import string
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import _storage, _wandb
+from ._forward import ForwarderStats
 from ._git import git_info
 from ._locking import LockKind, resolve_lock_kind, resolve_lock_timeout
 from ._storage import RunPaths
@@ -21,8 +23,10 @@ from ._values import normalize_config, normalize_metrics, restore_config
 from .errors import AmbiguousRunError, CorruptRunFileError, RunNotFoundError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from types import TracebackType
 
+_T = TypeVar("_T")
 _ID_ALPHABET = string.ascii_lowercase + string.digits
 _RESERVED = ("_meta", "_wandb")
 
@@ -69,6 +73,7 @@ class MLRun:
         meta: the ``_meta`` table: git commit, host, status, times, versions.
         wandb_info: the ``_wandb`` table: id, project, entity, mode, url.
         wandb_run: the live wandb run for a handle from :meth:`create`; ``None`` for a loaded run.
+        wandb_stats: what happened to the calls forwarded to wandb (sent, dropped, failed, pending).
     """
 
     def __init__(
@@ -85,6 +90,7 @@ class MLRun:
         lock: LockKind,
         lock_timeout: float,
         owner: bool,
+        sender: _wandb.WandbSender | None = None,
     ) -> None:
         self._paths = paths
         self.run_id = paths.run_dir.name
@@ -100,8 +106,9 @@ class MLRun:
         self.lock_timeout = lock_timeout
         # Only the handle that created the run records its final status.
         self._owner = owner
+        self._pid = os.getpid()
         self._finished = False
-        self._wandb = _wandb.Reporter()
+        self._sender = sender
 
     # -- creating and loading ------------------------------------------------------------------------------
 
@@ -118,6 +125,9 @@ class MLRun:
         durable: bool = True,
         lock: LockKind | None = None,
         lock_timeout: float | None = None,
+        background_wandb: bool | None = None,
+        wandb_queue_size: int = 10_000,
+        wandb_drain_timeout: float = 30.0,
     ) -> MLRun:
         """Start a new run: create its directory, write ``config.toml``, start wandb.
 
@@ -136,6 +146,11 @@ class MLRun:
             lock: ``"flock"`` (default) or ``"soft"`` for filesystems without ``flock``; default
                 ``ML_MANAGER_LOCK``.  Recorded in ``_meta.lock`` so that every writer of the run uses it.
             lock_timeout: seconds to wait for the run's lock; default ``ML_MANAGER_LOCK_TIMEOUT``, else 60.
+            background_wandb: send to wandb from a background thread, so that ``add_metrics`` returns as soon as
+                the local write is done; default ``ML_MANAGER_BACKGROUND_WANDB`` (``1``/``true``), else off.
+            wandb_queue_size: the most calls waiting for wandb at once in the background; further calls are
+                not sent to wandb (the local record has them) and are counted as dropped.
+            wandb_drain_timeout: seconds :meth:`finish`, and interpreter exit, wait for the queue to drain.
 
         Returns:
             The run, with ``wandb_run`` set (unless wandb could not start at all).
@@ -155,6 +170,13 @@ class MLRun:
             raise ValueError(f"config key {reserved[0]!r} is reserved for ml_manager's own table")
         stored_config, python_types = normalize_config(config)
         wandb_mode = _wandb.resolve_mode(mode)
+        background = _wandb.resolve_background(background_wandb)
+        if isinstance(wandb_queue_size, bool) or not isinstance(wandb_queue_size, int) or wandb_queue_size < 1:
+            raise ValueError(f"wandb_queue_size must be a positive int, not {wandb_queue_size!r}")
+        if not 0 <= wandb_drain_timeout < float("inf"):
+            raise ValueError(
+                f"wandb_drain_timeout must be a finite number of seconds >= 0, not {wandb_drain_timeout!r}"
+            )
         lock_kind = resolve_lock_kind(lock)
         timeout = resolve_lock_timeout(lock_timeout)
 
@@ -195,6 +217,11 @@ class MLRun:
             lock=lock_kind,
             lock_timeout=timeout,
             owner=True,
+            sender=None
+            if wandb_run is None
+            else _wandb.WandbSender(
+                wandb_run, background=background, queue_size=wandb_queue_size, drain_timeout=wandb_drain_timeout
+            ),
         )
 
     @staticmethod
@@ -298,16 +325,18 @@ class MLRun:
 
     # -- logging -------------------------------------------------------------------------------------------
 
-    def add_metrics(self, metrics_dict: Mapping[str, Any]) -> None:
+    def add_metrics(self, metrics_dict: Mapping[str, Any], *, step: int | None = None) -> None:
         """Merge metrics into ``metrics.toml``, then log them to wandb.
 
         The values are checked before any I/O; the run's lock is held only while ``metrics.toml`` is read,
         merged and atomically replaced.  Once this returns the values are on disk (fsynced when durable) and
         ``self.metrics`` is the merged state just written, other writers' keys included.  A wandb failure is
-        logged once and never raised.
+        logged once and never raised; with ``background_wandb`` the wandb call happens on a background thread
+        and this returns without waiting for it.
 
         Args:
             metrics_dict: metric names to values; nested dicts merge key by key with what is on disk.
+            step: passed to ``wandb_run.log(..., step=step)``; a non-negative int.
 
         Raises:
             TypeError: a key or value TOML cannot hold (the message names its key path); nothing is written.
@@ -315,23 +344,35 @@ class MLRun:
             LockTimeoutError: the run's lock was not free within ``lock_timeout``.
             CorruptRunFileError: ``metrics.toml`` is corrupt; it is left as it is, never overwritten.
         """
+        if step is not None and (isinstance(step, bool) or not isinstance(step, int) or step < 0):
+            raise TypeError(f"step must be a non-negative int, not {step!r}")
         values = normalize_metrics(metrics_dict)
         self.metrics = _storage.merge_metrics(
             self._paths, values, lock=self.lock, lock_timeout=self.lock_timeout, durable=self.durable
         )
-        if self.wandb_run is not None and not self._finished:
-            self._wandb.call("log", self.wandb_run.log, values)
+        if self._sender is not None and values:
+            self._sender.log(values, step)
+
+    @property
+    def wandb_stats(self) -> ForwarderStats:
+        """The calls forwarded to wandb so far: sent, dropped, failed, pending."""
+        return self._sender.stats if self._sender is not None else ForwarderStats()
 
     # -- finishing -----------------------------------------------------------------------------------------
 
-    def finish(self) -> None:
-        """Finish the run: record its status in ``config.toml`` and finish the wandb run.
+    def finish(self, *, timeout: float | None = None) -> None:
+        """Finish the run: record its status in ``config.toml``, drain the wandb queue, finish the wandb run.
 
         Idempotent.  Only the handle that created the run records a status; on a handle from :meth:`load`
-        (another process joining the run) it does nothing, so a worker finishing early cannot mark the whole
-        run finished.
+        (another process joining the run), or in a process forked from the creator, it does nothing, so a
+        worker finishing early cannot mark the whole run finished.
+
+        Args:
+            timeout: seconds to wait for the background wandb queue to drain (default ``wandb_drain_timeout``);
+                what is still queued then is not sent (the local files have it), is counted in
+                :attr:`wandb_stats` as dropped, and is reported in a warning on the ``ml_manager`` logger.
         """
-        self._close("finished")
+        self._close("finished", timeout)
 
     @property
     def status(self) -> str | None:
@@ -339,11 +380,11 @@ class MLRun:
         status = self.meta.get("status")
         return status if isinstance(status, str) else None
 
-    def _close(self, status: str) -> None:
+    def _close(self, status: str, timeout: float | None = None) -> None:
         if self._finished:
             return
         self._finished = True
-        if not self._owner:
+        if not self._owner or os.getpid() != self._pid:
             return
         finished_at = _now()
 
@@ -364,11 +405,55 @@ class MLRun:
             )
             self.meta = dict(document["_meta"])
         finally:
-            if self.wandb_run is not None:
-                self._wandb.call("finish", self.wandb_run.finish, exit_code=0 if status == "finished" else 1)
+            if self._sender is not None:
+                self._sender.finish(exit_code=0 if status == "finished" else 1, timeout=timeout)
 
     def __enter__(self) -> MLRun:
         return self
+
+    # -- async -----------------------------------------------------------------------------------------------
+    # Each runs its blocking twin in a worker thread (anyio.to_thread): the event loop keeps running while the
+    # call waits for the run's lock, the disk, or wandb.  Works under asyncio and trio.
+
+    @classmethod
+    async def create_async(cls, *args: Any, **kwargs: Any) -> MLRun:
+        """:meth:`create`, awaited without blocking the event loop (``wandb.init`` can take seconds).
+
+        Example::
+
+            async with await MLRun.create_async(config, "./checkpoints", "demo") as run:
+                await run.add_metrics_async({"loss": 0.1}, step=1)
+        """
+        return await _in_thread(functools.partial(cls.create, *args, **kwargs))
+
+    @classmethod
+    async def load_async(cls, *args: Any, **kwargs: Any) -> MLRun:
+        """:meth:`load`, awaited without blocking the event loop."""
+        return await _in_thread(functools.partial(cls.load, *args, **kwargs))
+
+    async def add_metrics_async(self, metrics_dict: Mapping[str, Any], *, step: int | None = None) -> None:
+        """:meth:`add_metrics`, awaited without blocking the event loop, waiting for the lock included.
+
+        Once it returns the values are on disk, exactly as with :meth:`add_metrics`.  If the awaiting task is
+        cancelled, the write already started still completes (it is never left half-done) before the
+        cancellation is delivered.
+        """
+        await _in_thread(functools.partial(self.add_metrics, metrics_dict, step=step))
+
+    async def finish_async(self, *, timeout: float | None = None) -> None:
+        """:meth:`finish`, awaited without blocking the event loop while the wandb queue drains."""
+        await _in_thread(functools.partial(self.finish, timeout=timeout))
+
+    async def __aenter__(self) -> MLRun:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await _in_thread(functools.partial(self._close, "finished" if exc_type is None else "failed"))
 
     def __exit__(
         self,
@@ -391,6 +476,12 @@ class MLRun:
 
     def __repr__(self) -> str:
         return f"MLRun(run_id={self.run_id!r}, project_name={self.project_name!r}, run_dir={str(self.run_dir)!r})"
+
+
+async def _in_thread(call: Callable[[], _T]) -> _T:
+    import anyio.to_thread
+
+    return await anyio.to_thread.run_sync(call)
 
 
 def find_project(run_id: str, base_dir: Path) -> str:
