@@ -6,6 +6,7 @@ atomically (and logs to Weights & Biases), ``MLProject`` loads a whole project i
 
 import importlib.metadata as _metadata
 
+from ._forward import ForwarderStats
 from .errors import (
     AmbiguousRunError,
     CorruptRunFileError,
@@ -25,6 +26,7 @@ except _metadata.PackageNotFoundError:  # pragma: no cover - running from a sour
 __all__ = [
     "AmbiguousRunError",
     "CorruptRunFileError",
+    "ForwarderStats",
     "LockTimeoutError",
     "MLManagerError",
     "MLManagerWarning",
