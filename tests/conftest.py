@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import TYPE_CHECKING
 
 import pytest
@@ -15,7 +16,14 @@ if TYPE_CHECKING:
 def _hermetic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     home = tmp_path / "home"
     home.mkdir()
-    for name in ("WANDB_API_KEY", "WANDB_IDENTITY_TOKEN_FILE", "WANDB_BASE_URL", "ML_MANAGER_LOCK_TIMEOUT"):
+    for name in (
+        "WANDB_API_KEY",
+        "WANDB_IDENTITY_TOKEN_FILE",
+        "WANDB_BASE_URL",
+        "ML_MANAGER_LOCK_TIMEOUT",
+        "ML_MANAGER_LOCK",
+        "ML_MANAGER_BACKGROUND_WANDB",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("NETRC", str(home / ".netrc"))
@@ -27,6 +35,14 @@ def _hermetic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]
     monkeypatch.setenv("WANDB_CACHE_DIR", str(home / ".cache" / "wandb"))
     monkeypatch.setenv("WANDB_DATA_DIR", str(home / ".local" / "wandb"))
     return
+
+
+@pytest.fixture(autouse=True)
+def _no_thread_left_behind() -> Iterator[None]:
+    """Every background thread the library starts must have ended when the test ends."""
+    yield
+    left = [t.name for t in threading.enumerate() if t.name.startswith("ml_manager") and t.is_alive()]
+    assert left == [], f"threads left running: {left}"
 
 
 @pytest.fixture

@@ -32,7 +32,7 @@ class Sink:
 
 
 def _forwarder(sink: Sink, maxsize: int = 100) -> Forwarder:
-    return Forwarder(sink, maxsize=maxsize, exit_timeout=5, name="test-forwarder")
+    return Forwarder(sink, maxsize=maxsize, exit_timeout=5, name="ml_manager-test")
 
 
 def test_items_arrive_in_order_and_close_drains_and_ends_the_thread() -> None:
