@@ -86,6 +86,54 @@ def build_frame(rows: Sequence[RunRow]) -> pd.DataFrame:
     return frame
 
 
+HISTORY_COLUMNS = ("step", "time", "writer")
+
+
+def history_frame(
+    runs: Sequence[tuple[Mapping[str, Any], Mapping[str, Any], Sequence[Mapping[str, Any]]]],
+) -> pd.DataFrame:
+    """History records -> one row per record, ordered by time (then writer).
+
+    Args:
+        runs: for each run, its id columns (``run_id``, ``project_name``, or none), its config (flattened
+            into every row of the run) and its records.
+
+    Columns: the ids, the config, ``step`` (nullable int), ``time`` (UTC), ``writer``, then the metrics.  As in
+    :func:`build_frame`, nothing is lost to a name clash: a metric named like an id or history column moves to
+    ``metrics.<name>``; a config key named like a metric or a history column moves to ``config.<name>``.
+    """
+    import pandas as pd
+
+    configs = [flatten(config) for _, config, _ in runs]
+    metrics = [[flatten(record["metrics"]) for record in records] for _, _, records in runs]
+    id_names = {name for ids, _, _ in runs for name in ids}
+    config_names = {name for flat in configs for name in flat}
+    metric_names = {name for flats in metrics for flat in flats for name in flat}
+    taken = id_names | config_names | metric_names | set(HISTORY_COLUMNS)
+    metric_moves = _renames(sorted(metric_names & (id_names | set(HISTORY_COLUMNS))), taken, "metrics.")
+    config_moves = _renames(sorted(config_names & (metric_names | id_names | set(HISTORY_COLUMNS))), taken, "config.")
+
+    blocks = []
+    for (ids, _, records), config, flats in zip(runs, configs, metrics, strict=True):
+        if not records:
+            continue
+        fixed = {**ids, **{config_moves.get(name, name): value for name, value in config.items()}}
+        # Built column by column: a million records cost one pass each, not a dict merge per row.
+        block = pd.DataFrame({name: [value] * len(records) for name, value in fixed.items()})
+        for column in HISTORY_COLUMNS:
+            block[column] = [record.get(column) for record in records]
+        values = pd.DataFrame.from_records(flats).rename(columns=metric_moves)
+        blocks.append(pd.concat([block, values], axis=1))
+    if not blocks:
+        empty: pd.DataFrame = pd.DataFrame(columns=[*sorted(id_names), *HISTORY_COLUMNS])
+        return empty
+    frame: pd.DataFrame = pd.concat(blocks, ignore_index=True) if len(blocks) > 1 else blocks[0]
+    frame["step"] = frame["step"].astype("Int64")
+    frame["time"] = pd.to_datetime(frame["time"], unit="s", utc=True)
+    ordered: pd.DataFrame = frame.sort_values(["time", "writer"], kind="stable", ignore_index=True)
+    return ordered
+
+
 def _order(record: Mapping[str, Any]) -> tuple[str, str, str]:
     created = record.get("_meta.created_at")
     # ISO text sorts chronologically for the UTC times ml_manager writes; missing times sort last.

@@ -8,8 +8,8 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, overload
 
-from . import _storage
-from ._frame import RunRow, build_frame
+from . import _history, _storage
+from ._frame import RunRow, build_frame, history_frame
 from ._locking import resolve_lock_timeout
 from ._storage import RunPaths
 from .errors import CorruptRunFileError, MLManagerWarning
@@ -110,6 +110,25 @@ class MLProject:
             self.get_run(str(run_id), project_name=str(project_name))
             for run_id, project_name in zip(matches["run_id"], matches["project_name"], strict=True)
         ]
+
+    def history(self, query_string: str | None = None) -> pd.DataFrame:
+        """The per-step history of many runs, each row joined with its run's config.
+
+        Args:
+            query_string: choose the runs with a :meth:`search` query; default every run in :attr:`df`.
+
+        Returns:
+            One row per ``add_metrics`` call: ``run_id``, ``project_name``, the run's config (flattened),
+            ``step``, ``time``, ``writer``, then the metrics; see :meth:`MLRun.history`.  A config key named like
+            a metric moves to ``config.<name>``.
+        """
+        chosen = self.df if query_string is None else self.search(query_string)
+        runs = []
+        for run_id, project_name in zip(chosen["run_id"], chosen["project_name"], strict=True):
+            run = self.get_run(str(run_id), project_name=str(project_name))
+            ids = {"run_id": run.run_id, "project_name": run.project_name}
+            runs.append((ids, run.config, _history.read(run.run_dir)))
+        return history_frame(runs)
 
     def get_run(self, run_id: str, project_name: str | None = None) -> MLRun:
         """Load one run of this project's ``base_dir``; see :meth:`MLRun.load`.

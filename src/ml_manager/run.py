@@ -10,11 +10,12 @@ import secrets
 import socket
 import string
 import sys
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from . import _storage, _wandb
+from . import _dist, _history, _storage, _wandb
 from ._forward import ForwarderStats
 from ._git import git_info
 from ._locking import LockKind, resolve_lock_kind, resolve_lock_timeout
@@ -25,6 +26,8 @@ from .errors import AmbiguousRunError, CorruptRunFileError, RunNotFoundError
 if TYPE_CHECKING:
     from collections.abc import Callable
     from types import TracebackType
+
+    import pandas as pd
 
 _T = TypeVar("_T")
 _ID_ALPHABET = string.ascii_lowercase + string.digits
@@ -134,6 +137,11 @@ class MLRun:
         Everything is validated before anything touches the disk.  Online mode without credentials logs to
         wandb offline instead, with one warning; a failing wandb never stops the run.
 
+        Under ``torch.distributed`` with more than one rank, every rank calls ``create`` with the same
+        arguments and gets a handle to ONE run: rank 0 creates it (directory, ``config.toml`` with ``rank`` and
+        ``world_size`` in ``_meta``, ``wandb.init``), the other ranks receive its id through a collective and
+        attach to it without wandb.
+
         Args:
             config: the run's hyperparameters; nested dicts become TOML tables.  ``None``, tuples and paths
                 round-trip exactly; the top-level keys ``_meta`` and ``_wandb`` are reserved.
@@ -179,13 +187,64 @@ class MLRun:
             )
         lock_kind = resolve_lock_kind(lock)
         timeout = resolve_lock_timeout(lock_timeout)
+        start = functools.partial(
+            cls._start,
+            config=config,
+            stored_config=stored_config,
+            python_types=python_types,
+            project_dir=Path(base_dir) / project_name,
+            entity=entity,
+            wandb_mode=wandb_mode,
+            run_id=run_id,
+            durable=durable,
+            lock=lock_kind,
+            lock_timeout=timeout,
+            sender_options={
+                "background": background,
+                "queue_size": wandb_queue_size,
+                "drain_timeout": wandb_drain_timeout,
+            },
+        )
+        ranks = _dist.current()
+        if ranks is None:
+            return start(ranks=None)
+        # Every rank calls create identically: rank 0 makes the run, the others attach to it.
+        made: list[MLRun] = []
 
-        paths = cls._make_run_dir(Path(base_dir) / project_name, run_id)
+        def make_on_rank_0() -> str:
+            made.append(start(ranks=ranks))
+            return made[0].run_id
+
+        agreed = _dist.agree_on_run(make_on_rank_0)
+        if made:
+            return made[0]
+        return cls.load(agreed, base_dir, project_name, durable=durable, lock=lock_kind, lock_timeout=timeout)
+
+    @classmethod
+    def _start(
+        cls,
+        *,
+        config: Mapping[str, Any],
+        stored_config: dict[str, Any],
+        python_types: list[dict[str, Any]],
+        project_dir: Path,
+        entity: str | None,
+        wandb_mode: _wandb.Mode,
+        run_id: str | None,
+        durable: bool,
+        lock: LockKind,
+        lock_timeout: float,
+        sender_options: dict[str, Any],
+        ranks: _dist.Ranks | None,
+    ) -> MLRun:
+        """Create the run here, on this process: directory, wandb, ``config.toml``."""
+        project_name = project_dir.name
+        paths = cls._make_run_dir(project_dir, run_id)
         meta: dict[str, Any] = {
             "format_version": _storage.FORMAT_VERSION,
             "created_at": _now(),
             "status": "running",
-            "lock": lock_kind,
+            "lock": lock,
             **git_info(),
             "hostname": socket.gethostname(),
             "pid": os.getpid(),
@@ -195,6 +254,8 @@ class MLRun:
         }
         if python_types:
             meta["python_types"] = python_types
+        if ranks is not None:
+            meta["rank"], meta["world_size"] = ranks.rank, ranks.world_size
         wandb_run, wandb_info = _wandb.start_run(
             run_id=paths.run_dir.name,
             project=project_name,
@@ -214,14 +275,10 @@ class MLRun:
             wandb_info=wandb_info,
             wandb_run=wandb_run,
             durable=durable,
-            lock=lock_kind,
-            lock_timeout=timeout,
+            lock=lock,
+            lock_timeout=lock_timeout,
             owner=True,
-            sender=None
-            if wandb_run is None
-            else _wandb.WandbSender(
-                wandb_run, background=background, queue_size=wandb_queue_size, drain_timeout=wandb_drain_timeout
-            ),
+            sender=None if wandb_run is None else _wandb.WandbSender(wandb_run, **sender_options),
         )
 
     @staticmethod
@@ -288,6 +345,54 @@ class MLRun:
         )
 
     @classmethod
+    def attach(
+        cls,
+        run_dir: str | os.PathLike[str] | None = None,
+        *,
+        durable: bool = True,
+        lock: LockKind | None = None,
+        lock_timeout: float | None = None,
+    ) -> MLRun:
+        """Join a run from a worker process, by its directory.
+
+        The hand-off for ``multiprocessing``, ``concurrent.futures`` and job arrays: the parent passes
+        ``run.run_dir`` (or the run itself: an ``MLRun`` pickles as a reference to its directory), or calls
+        :meth:`export_env` before starting the workers, and each worker calls ``MLRun.attach()``.
+
+        Args:
+            run_dir: ``base_dir/project_name/run_id``; default ``ML_MANAGER_RUN_DIR``.
+            durable, lock, lock_timeout: as for :meth:`load`.
+
+        Returns:
+            A handle without wandb, like :meth:`load`'s.
+
+        Raises:
+            RunNotFoundError: no run there, or neither ``run_dir`` nor ``ML_MANAGER_RUN_DIR`` was given.
+        """
+        if run_dir is None:
+            run_dir = os.environ.get(RUN_DIR_ENV)
+            if not run_dir:
+                raise RunNotFoundError("(none given)", f"the {RUN_DIR_ENV} environment variable, which is not set")
+        path = Path(run_dir)
+        return cls.load(
+            path.name, path.parent.parent, path.parent.name, durable=durable, lock=lock, lock_timeout=lock_timeout
+        )
+
+    def export_env(self) -> dict[str, str]:
+        """Set ``ML_MANAGER_RUN_DIR`` to this run in ``os.environ``, so child processes can :meth:`attach`.
+
+        Returns:
+            The variable and its value, to pass on explicitly (a job script, ``subprocess`` ``env=``).
+        """
+        os.environ[RUN_DIR_ENV] = str(self.run_dir.absolute())
+        return {RUN_DIR_ENV: os.environ[RUN_DIR_ENV]}
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Crossing a process boundary, a handle becomes a joiner of the same run: never a copy of the wandb
+        # connection or of the creator's right to finish the run.
+        return (_attach_pickled, (str(self.run_dir.absolute()), self.durable, self.lock, self.lock_timeout))
+
+    @classmethod
     def _from_documents(
         cls,
         paths: RunPaths,
@@ -347,11 +452,27 @@ class MLRun:
         if step is not None and (isinstance(step, bool) or not isinstance(step, int) or step < 0):
             raise TypeError(f"step must be a non-negative int, not {step!r}")
         values = normalize_metrics(metrics_dict)
+        if not values:
+            self.metrics = _storage.read_toml_or_empty(self._paths.metrics)
+            return
         self.metrics = _storage.merge_metrics(
             self._paths, values, lock=self.lock, lock_timeout=self.lock_timeout, durable=self.durable
         )
-        if self._sender is not None and values:
+        record = {"step": step, "time": time.time(), "writer": _writer(), "metrics": values}
+        _history.append(self.run_dir, record, durable=self.durable)
+        if self._sender is not None:
             self._sender.log(values, step)
+
+    def history(self) -> pd.DataFrame:
+        """Every ``add_metrics`` call of every writer of this run, one row each, oldest first.
+
+        A wide table: ``step`` (``<NA>`` where none was given), ``time`` (UTC), ``writer`` (``rank{n}`` under
+        torch.distributed, else ``{host}:{pid}``), then one column per metric, flattened with ``.`` and empty
+        where a call did not log it.  A record cut short by a writer killed mid-append is skipped.
+        """
+        from ._frame import history_frame
+
+        return history_frame([({}, {}, _history.read(self.run_dir))])
 
     @property
     def wandb_stats(self) -> ForwarderStats:
@@ -476,6 +597,19 @@ class MLRun:
 
     def __repr__(self) -> str:
         return f"MLRun(run_id={self.run_id!r}, project_name={self.project_name!r}, run_dir={str(self.run_dir)!r})"
+
+
+_HOST = socket.gethostname()
+RUN_DIR_ENV = "ML_MANAGER_RUN_DIR"
+
+
+def _attach_pickled(run_dir: str, durable: bool, lock: LockKind, lock_timeout: float) -> MLRun:
+    return MLRun.attach(run_dir, durable=durable, lock=lock, lock_timeout=lock_timeout)
+
+
+def _writer() -> str:
+    ranks = _dist.current()
+    return f"rank{ranks.rank}" if ranks is not None else f"{_HOST}:{os.getpid()}"
 
 
 async def _in_thread(call: Callable[[], _T]) -> _T:

@@ -1,0 +1,124 @@
+"""Per-step history: every ``add_metrics`` call as one record, in one append-only file per writer process.
+
+    {run_dir}/history/{host}-{pid}.jsonl     one JSON object per line:
+        {"step": 3, "time": 1795662508.03, "writer": "rank1", "metrics": {"loss": 0.25}}
+
+Why one file per writer: appends never contend (no lock, no read, no rewrite), so a record costs one small
+write (plus an fsync when durable) however long the run gets; readers merge the files.  Why JSON lines: a
+record is appended as one line by one ``write``, and a writer killed mid-record leaves a partial last line,
+which readers skip; the next writer process that appends to the same file first ends that line.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import os
+import socket
+import threading
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+logger = logging.getLogger("ml_manager")
+
+HISTORY_DIR = "history"
+
+
+class _Appenders:
+    """This process's appenders: one lock for all of them, and which files it has checked the tail of."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.guard = threading.Lock()
+        self.checked: set[str] = set()
+
+
+_appenders = _Appenders()
+os.register_at_fork(after_in_child=_appenders.reset)
+
+
+def writer_file(run_dir: Path) -> Path:
+    """This process's history file in ``run_dir`` (forked children get their own)."""
+    host = socket.gethostname().replace(os.sep, "_") or "host"
+    return run_dir / HISTORY_DIR / f"{host}-{os.getpid()}.jsonl"
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
+        return value.isoformat()
+    raise TypeError(f"cannot record {type(value).__name__} in the history")
+
+
+def encode(record: dict[str, Any]) -> bytes:
+    """One record as one line (NaN and ±inf kept, as Python's json writes and reads them)."""
+    return (json.dumps(record, default=_default, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+
+
+def append(run_dir: Path, record: dict[str, Any], *, durable: bool) -> None:
+    """Append one record to this process's history file.
+
+    Raises:
+        OSError: the append failed (the history file keeps whole records; a partial line is skipped on read).
+    """
+    path = writer_file(run_dir)
+    line = encode(record)
+    with _appenders.guard:
+        fresh = str(path) not in _appenders.checked
+        if fresh:
+            path.parent.mkdir(exist_ok=True)
+        # Read access too: the first append of a process checks how the file ends.
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
+        try:
+            if fresh:
+                # A previous process with this pid may have died mid-record: end its partial line first.
+                size = os.fstat(fd).st_size
+                if size and os.pread(fd, 1, size - 1) != b"\n":
+                    line = b"\n" + line
+                _appenders.checked.add(str(path))
+            view = memoryview(line)
+            while view:
+                view = view[os.write(fd, view) :]
+            if durable:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def read(run_dir: Path) -> list[dict[str, Any]]:
+    """Every whole record of the run, file by file (each file in the order its writer wrote it).
+
+    Lines that do not parse (a writer killed mid-record) are skipped, with one warning per file naming it.
+    """
+    records: list[dict[str, Any]] = []
+    try:
+        files = sorted((run_dir / HISTORY_DIR).glob("*.jsonl"))
+    except OSError:
+        return records
+    for path in files:
+        try:
+            lines = [line for line in path.read_bytes().splitlines() if line]
+        except OSError as exc:
+            logger.warning("skipping history file %s: %s", path, exc.strerror or exc)
+            continue
+        try:
+            # One parse of the whole file as an array: much faster than a parse per line.
+            parsed = json.loads(b"[" + b",".join(lines) + b"]")
+        except ValueError:
+            parsed = [_parse(line) for line in lines]
+        whole = [r for r in parsed if isinstance(r, dict) and isinstance(r.get("metrics"), dict)]
+        if len(whole) < len(lines):
+            logger.warning("%s: skipped %d partial or unreadable record(s)", path, len(lines) - len(whole))
+        records.extend(whole)
+    return records
+
+
+def _parse(line: bytes) -> Any:
+    try:
+        return json.loads(line)
+    except ValueError:
+        return None
