@@ -8,7 +8,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, overload
 
-from . import _history, _storage
+from . import _cache, _history, _storage
 from ._frame import RunRow, build_frame, history_frame
 from ._locking import resolve_lock_timeout
 from ._storage import RunPaths
@@ -61,20 +61,42 @@ class MLProject:
         rows: list[RunRow] = []
         skipped: list[CorruptRunFileError] = []
         timeout = resolve_lock_timeout(None)
+        cache, now = _cache.cache_for(self.base_dir), _cache.now_ns()
+        signature: list[tuple[str, _cache.RunKey]] = []
+        all_settled = True
+        fresh_rows: dict[str, tuple[_cache.RunKey, RunRow]] = {}
         for paths, project_name in self._run_dirs(skipped):
-            try:
-                config = _storage.read_config(paths)
-                metrics = _storage.read_toml_or_empty(paths.metrics)
-                run = MLRun._from_documents(paths, project_name, config, metrics, lock_timeout=timeout)
-            except FileNotFoundError:
-                continue  # still being created, or removed while we looked
-            except CorruptRunFileError as exc:
-                skipped.append(exc)
-                warnings.warn(f"skipping run {paths.run_dir}: {exc}", MLManagerWarning, stacklevel=3)
-                continue
-            rows.append(RunRow(run.run_id, project_name, run.config, run.metrics, run.meta, run.wandb_info))
+            where = str(paths.run_dir)
+            key = (_cache.file_key(paths.config), _cache.file_key(paths.metrics))
+            hit = cache.rows.get(where)
+            if hit is not None and hit[0] == key:
+                row = hit[1]
+            else:
+                try:
+                    config = _storage.read_config(paths)
+                    metrics = _storage.read_toml_or_empty(paths.metrics)
+                    run = MLRun._from_documents(paths, project_name, config, metrics, lock_timeout=timeout)
+                except FileNotFoundError:
+                    continue  # still being created, or removed while we looked
+                except CorruptRunFileError as exc:
+                    skipped.append(exc)
+                    warnings.warn(f"skipping run {paths.run_dir}: {exc}", MLManagerWarning, stacklevel=3)
+                    continue
+                row = RunRow(run.run_id, project_name, run.config, run.metrics, run.meta, run.wandb_info)
+            if _cache.settled(key, now):
+                fresh_rows[where] = (key, row)
+            else:
+                all_settled = False
+            signature.append((where, key))
+            rows.append(row)
+        cache.rows = fresh_rows
         self.skipped = skipped
+        unchanged = tuple(signature)
+        if cache.frame is not None and cache.frame[0] == unchanged and not skipped:
+            self.df = cache.frame[1].copy()
+            return self.df
         self.df = build_frame(rows)
+        cache.frame = (unchanged, self.df.copy()) if all_settled and not skipped else None
         return self.df
 
     def _run_dirs(self, skipped: list[CorruptRunFileError]) -> list[tuple[RunPaths, str]]:
