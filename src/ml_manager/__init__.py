@@ -4,7 +4,7 @@ Runs are plain TOML files under ``base_dir/project_name/run_id``; ``MLRun`` writ
 atomically (and logs to Weights & Biases), ``MLProject`` loads a whole project into a pandas DataFrame.
 """
 
-import importlib.metadata as _metadata
+from typing import Any as _Any
 
 from ._forward import ForwarderStats
 from .errors import (
@@ -18,10 +18,18 @@ from .errors import (
 from .project import MLProject
 from .run import MLRun
 
-try:
-    __version__ = _metadata.version("ml_manager")
-except _metadata.PackageNotFoundError:  # pragma: no cover - running from a source tree that was never installed
-    __version__ = "0+unknown"
+
+def __getattr__(name: str) -> _Any:
+    # Looked up on first use: importlib.metadata costs more to import than the rest of the package.
+    if name == "__version__":
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return version("ml_manager")
+        except PackageNotFoundError:  # pragma: no cover - a source tree that was never installed
+            return "0+unknown"
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "AmbiguousRunError",

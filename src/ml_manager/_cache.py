@@ -27,7 +27,7 @@ RunKey = tuple[FileKey, FileKey]
 SETTLE_NS = 2_000_000_000
 
 
-def file_key(path: Path) -> FileKey:
+def file_key(path: str | Path) -> FileKey:
     """The identity of ``path``'s current version, or ``None`` if it does not exist."""
     try:
         st = os.stat(path)

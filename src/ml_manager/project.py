@@ -65,13 +65,17 @@ class MLProject:
         signature: list[tuple[str, _cache.RunKey]] = []
         all_settled = True
         fresh_rows: dict[str, tuple[_cache.RunKey, RunRow]] = {}
-        for paths, project_name in self._run_dirs(skipped):
-            where = str(paths.run_dir)
-            key = (_cache.file_key(paths.config), _cache.file_key(paths.metrics))
+        for where, project_name in self._run_dirs(skipped):
+            # Plain strings on this path: a reload of an unchanged project is little more than the stats.
+            key = (
+                _cache.file_key(os.path.join(where, _storage.CONFIG_FILE)),
+                _cache.file_key(os.path.join(where, _storage.METRICS_FILE)),
+            )
             hit = cache.rows.get(where)
             if hit is not None and hit[0] == key:
                 row = hit[1]
             else:
+                paths = RunPaths(Path(where))
                 try:
                     config = _storage.read_config(paths)
                     metrics = _storage.read_toml_or_empty(paths.metrics)
@@ -99,11 +103,10 @@ class MLProject:
         cache.frame = (unchanged, self.df.copy()) if all_settled and not skipped else None
         return self.df
 
-    def _run_dirs(self, skipped: list[CorruptRunFileError]) -> list[tuple[RunPaths, str]]:
-        found = []
-        for project_dir in _subdirs(self.base_dir, skipped):
-            for run_dir in _subdirs(project_dir, skipped):
-                found.append((RunPaths(run_dir), project_dir.name))
+    def _run_dirs(self, skipped: list[CorruptRunFileError]) -> list[tuple[str, str]]:
+        found: list[tuple[str, str]] = []
+        for project_name, project_dir in _subdirs(str(self.base_dir), skipped):
+            found.extend((run_dir, project_name) for _, run_dir in _subdirs(project_dir, skipped))
         return found
 
     @overload
@@ -165,12 +168,13 @@ class MLProject:
         return f"MLProject(base_dir={str(self.base_dir)!r}, runs={len(self.df)})"
 
 
-def _subdirs(directory: Path, skipped: list[CorruptRunFileError]) -> list[Path]:
+def _subdirs(directory: str, skipped: list[CorruptRunFileError]) -> list[tuple[str, str]]:
+    """``(name, path)`` of the visible subdirectories, sorted by name."""
     try:
         with os.scandir(directory) as entries:
-            return sorted(Path(entry.path) for entry in entries if _is_dir(entry))
+            return sorted((entry.name, entry.path) for entry in entries if _is_dir(entry))
     except OSError as exc:
-        error = CorruptRunFileError(str(directory), exc.strerror or str(exc))
+        error = CorruptRunFileError(directory, exc.strerror or str(exc))
         skipped.append(error)
         warnings.warn(f"skipping {directory}: {error}", MLManagerWarning, stacklevel=4)
         return []
