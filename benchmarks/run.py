@@ -11,5 +11,5 @@ if __name__ == "__main__":
     failed = 0
     for script in sorted(here.glob("bench_*.py")):
         print(f"\n### {script.name}", flush=True)
-        failed |= subprocess.run([sys.executable, str(script), *sys.argv[1:]], check=False).returncode
+        failed |= subprocess.run([sys.executable, str(script)], check=False).returncode
     sys.exit(failed)
