@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import TYPE_CHECKING
 
@@ -51,6 +52,28 @@ def base_dir(tmp_path: Path) -> Path:
     path = tmp_path / "checkpoints"
     path.mkdir()
     return path
+
+
+def _in_fork(child: Callable[[], str]) -> str:
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.write(write_end, child().encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end) as pipe:
+        report = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    return report
+
+
+@pytest.fixture
+def in_fork() -> Callable[[Callable[[], str]], str]:
+    """Run a function in a forked child; return what it returned (a report string) once the child exited 0."""
+    return _in_fork
 
 
 def _snapshot(directory: Path) -> dict[str, bytes]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import subprocess
 import sys
 import threading
@@ -16,6 +15,7 @@ from ml_manager._forward import ForwarderStats
 from ml_manager._storage import read_toml
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
 
 
@@ -140,25 +140,19 @@ def test_step_must_be_a_non_negative_int(base_dir: Path) -> None:
 
 
 @pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
-def test_a_forked_child_logs_locally_and_never_sends_to_wandb(base_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_forked_child_logs_locally_and_never_sends_to_wandb(
+    base_dir: Path, monkeypatch: pytest.MonkeyPatch, in_fork: Callable[[Callable[[], str]], str]
+) -> None:
     run, recorder = _run(base_dir, monkeypatch, mode="disabled", stall=True)
     run.add_metrics({"parent": 0}, step=0)
     assert recorder.started.wait(60)  # the queue's thread is inside wandb's log while we fork
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # a DataLoader-style worker
-        try:
-            run.add_metrics({"child": 1})
-            run.finish()  # a no-op in the child: the run and its wandb belong to the parent
-            stats = run.wandb_stats
-            os.write(write_end, f"{len(recorder.calls)} {stats.dropped}".encode())
-        finally:
-            os._exit(0)
-    os.close(write_end)
-    with os.fdopen(read_end) as pipe:
-        report = pipe.read()
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
+
+    def child() -> str:  # a DataLoader-style worker
+        run.add_metrics({"child": 1})
+        run.finish()  # a no-op in the child: the run and its wandb belong to the parent
+        return f"{len(recorder.calls)} {run.wandb_stats.dropped}"
+
+    report = in_fork(child)
     assert report == "0 1"
     assert read_toml(run.run_dir / "metrics.toml") == {"parent": 0, "child": 1}
     assert read_toml(run.run_dir / "config.toml")["_meta"]["status"] == "running"
@@ -195,15 +189,19 @@ print("returned", flush=True)
 """
 
 
-@pytest.mark.slow
-def test_interpreter_exit_drains_the_queue_into_a_live_wandb_run(tmp_path: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, "-c", EXIT_SCRIPT, str(tmp_path), "offline", "flow", "60"],
+def _exit_script(tmp_path: Path, mode: str, behaviour: str, drain_timeout: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", EXIT_SCRIPT, str(tmp_path), mode, behaviour, drain_timeout],
         capture_output=True,
         text=True,
         timeout=240,
         check=False,
     )
+
+
+@pytest.mark.slow
+def test_interpreter_exit_drains_the_queue_into_a_live_wandb_run(tmp_path: Path) -> None:
+    done = _exit_script(tmp_path, "offline", "flow", "60")
     assert done.returncode == 0, done.stderr
     assert done.stdout == "returned\n"
     assert (tmp_path / "sent.txt").read_text().splitlines() == [f"{step} ok" for step in range(30)]
@@ -211,13 +209,7 @@ def test_interpreter_exit_drains_the_queue_into_a_live_wandb_run(tmp_path: Path)
 
 @pytest.mark.slow
 def test_interpreter_exit_with_a_stalled_wandb_gives_up_at_the_deadline(tmp_path: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, "-c", EXIT_SCRIPT, str(tmp_path), "disabled", "stall", "0.2"],
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
+    done = _exit_script(tmp_path, "disabled", "stall", "0.2")
     assert done.returncode == 0, done.stderr
     assert "exiting with items not delivered" in done.stderr
     assert not (tmp_path / "sent.txt").exists()

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
-import os
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from ml_manager._forward import Forwarder, ForwarderStats
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 
 class Sink:
@@ -106,27 +108,19 @@ def test_items_submitted_after_close_are_dropped_and_counted() -> None:
 
 
 @pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
-def test_a_forked_child_neither_resends_nor_deadlocks() -> None:
+def test_a_forked_child_neither_resends_nor_deadlocks(in_fork: Callable[[Callable[[], str]], str]) -> None:
     sink = Sink(stall=True)
     forwarder = _forwarder(sink)
     for i in range(5):
         forwarder.submit(i)
     assert sink.started.wait(60)  # the thread is inside the sink while we fork
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: its copy is inert, and nothing it does may block
-        try:
-            accepted = forwarder.submit("from the child")
-            drained = forwarder.close(timeout=5)
-            report = f"{accepted} {drained} {len(sink.got)} {forwarder.stats.dropped}"
-            os.write(write_end, report.encode())
-        finally:
-            os._exit(0)
-    os.close(write_end)
-    with os.fdopen(read_end) as pipe:
-        report = pipe.read()
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
+
+    def child() -> str:  # its copy of the forwarder is inert, and nothing it does may block
+        accepted = forwarder.submit("from the child")
+        drained = forwarder.close(timeout=5)
+        return f"{accepted} {drained} {len(sink.got)} {forwarder.stats.dropped}"
+
+    report = in_fork(child)
     assert report == "False True 0 1"
     sink.release.set()
     assert forwarder.close(timeout=60)
