@@ -7,7 +7,7 @@ returned.  At call KILL_AT it kills itself with SIGKILL at WHERE (before the ren
 path of the temp file it strands to ACK_FILE.stranded):
 
     before-lock     before add_metrics takes the lock
-    in-lock         inside the lock, after reading metrics.toml, before writing anything
+    in-lock         inside the lock, after reading and merging metrics.toml, before writing anything
     before-rename   inside the lock, after the temp file is written and fsynced, before os.replace
     after-rename    inside the lock, after os.replace, before the directory fsync and the unlock
     after-return    after add_metrics returned, before the acknowledgement is recorded
@@ -34,13 +34,12 @@ def die_if(point: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-real_read, real_replace, real_dir_fsync = _storage.read_toml_or_empty, os.replace, _atomic._fsync_directory
+real_write_toml, real_replace, real_dir_fsync = _storage.write_toml, os.replace, _atomic._fsync_directory
 
 
-def read_then_maybe_die(path: Any) -> Any:
-    document = real_read(path)
+def write_after_maybe_dying(path: Any, document: Any, *, durable: bool) -> None:
     die_if("in-lock")
-    return document
+    real_write_toml(path, document, durable=durable)
 
 
 def replace_after_maybe_dying(src: Any, dst: Any) -> None:
@@ -57,7 +56,7 @@ def dir_fsync_after_maybe_dying(directory: Any) -> None:
     real_dir_fsync(directory)
 
 
-_storage.read_toml_or_empty = read_then_maybe_die
+_storage.write_toml = write_after_maybe_dying
 os.replace = replace_after_maybe_dying
 _atomic._fsync_directory = dir_fsync_after_maybe_dying
 

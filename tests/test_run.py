@@ -375,3 +375,35 @@ def test_arguments_that_are_not_utf8_do_not_break_create(base_dir: Path, monkeyp
     run = MLRun.create({}, base_dir, "demo")
     assert read_toml(run.run_dir / "config.toml")["_meta"]["argv"] == ["train.py", "--data", "caf\ufffd"]
     run.finish()
+
+
+def test_a_write_by_another_process_between_two_calls_is_merged(base_dir: Path) -> None:
+    run = MLRun.create({}, base_dir, "demo")
+    run.add_metrics({"mine": 1})
+    code = "import sys; from ml_manager import MLRun; MLRun.attach(sys.argv[1]).add_metrics({'theirs': 2})"
+    subprocess.run([__import__("sys").executable, "-c", code, str(run.run_dir)], check=True, timeout=120)
+    run.add_metrics({"mine_again": 3})
+    assert read_toml(run.run_dir / "metrics.toml") == {"mine": 1, "theirs": 2, "mine_again": 3}
+    run.finish()
+
+
+def test_an_in_place_edit_between_two_calls_is_merged_not_overwritten(base_dir: Path) -> None:
+    run = MLRun.create({}, base_dir, "demo")
+    run.add_metrics({"a": 1})
+    metrics = run.run_dir / "metrics.toml"
+    inode = metrics.stat().st_ino
+    with open(metrics, "r+b") as handle:  # another tool edits the file where it lies, without the lock
+        handle.write(b"a = 700\n")
+    assert metrics.stat().st_ino == inode
+    run.add_metrics({"b": 2})
+    assert read_toml(metrics) == {"a": 700, "b": 2}
+    run.finish()
+
+
+def test_changing_the_returned_metrics_changes_nothing_on_disk(base_dir: Path) -> None:
+    run = MLRun.create({}, base_dir, "demo")
+    run.add_metrics({"nested": {"x": 1}})
+    run.metrics["nested"]["x"] = 99  # the caller's copy
+    run.add_metrics({"y": 2})
+    assert read_toml(run.run_dir / "metrics.toml") == {"nested": {"x": 1}, "y": 2}
+    run.finish()

@@ -21,6 +21,7 @@ from typing import Any
 import tomli_w
 
 from ._atomic import atomic_write, remove_stale_temps
+from ._cache import FileKey, file_key
 from ._locking import LOCK_FILES, LockKind, run_lock
 from .errors import CorruptRunFileError
 
@@ -173,9 +174,22 @@ def update_file(
     """
     with run_lock(paths.lock(lock), lock_timeout, lock):
         remove_stale_temps(paths.run_dir)
-        document = change(read_toml_or_empty(target))
+        # What this process wrote last, if the file is still exactly that: a long metrics.toml is then not
+        # parsed again on every call.  Taken out of the cache while it changes, so a failed write leaves none.
+        key = file_key(target)
+        cached = _written.pop(str(target), None)
+        current = cached[1] if cached is not None and key is not None and cached[0] == key else None
+        document = change(current if current is not None else read_toml_or_empty(target))
         write_toml(target, document, durable=durable)
+        written_key = file_key(target)
+        if written_key is not None:
+            _written[str(target)] = (written_key, _copy(document))
     return document
+
+
+# The last document this process wrote to each run file, with the identity of the file it wrote: inode (every
+# write is a rename onto the target, so another writer's write is another inode), size, mtime and ctime.
+_written: dict[str, tuple[FileKey, dict[str, Any]]] = {}
 
 
 def merge_metrics(

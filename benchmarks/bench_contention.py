@@ -1,0 +1,85 @@
+"""Contention: P processes x C calls of ``add_metrics`` on one run, at once.
+
+Reports throughput and the distribution of single-call latency (which bounds the wait for the lock), for
+ml_manager as shipped and for the same code polling the lock at filelock's default interval (50 ms), in one
+run, rounds interleaved.
+
+Usage: python benchmarks/bench_contention.py [--processes P] [--calls C] [--rounds R]
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import statistics
+import tempfile
+import time
+from typing import Any
+
+from ml_manager import MLRun, _locking
+
+SHIPPED = _locking._POLL_INTERVAL
+VARIANTS = {"ml_manager as shipped": SHIPPED, "filelock's default polling (50 ms)": 0.05}
+
+
+def _worker(run_dir: str, name: int, calls: int, poll: float, *, barrier: Any, out: Any) -> None:
+    _locking._POLL_INTERVAL = poll
+    run = MLRun.attach(run_dir)
+    latencies = []
+    barrier.wait()
+    for i in range(calls):
+        start = time.perf_counter()
+        # Each process logs its own few keys again and again, as training does: metrics.toml stays small.
+        run.add_metrics({f"rank{name}": {"loss": 1 / (i + 1), "step": i}})
+        latencies.append(time.perf_counter() - start)
+    out.put(latencies)
+
+
+def job(processes: int, calls: int, poll: float) -> tuple[float, list[float]]:
+    ctx = multiprocessing.get_context("spawn")
+    with tempfile.TemporaryDirectory() as tmp:
+        run = MLRun.create({}, tmp, "bench", mode="disabled")
+        barrier, out = ctx.Barrier(processes + 1), ctx.Queue()
+        workers = [
+            ctx.Process(
+                target=_worker, args=(str(run.run_dir), n, calls, poll), kwargs={"barrier": barrier, "out": out}
+            )
+            for n in range(processes)
+        ]
+        for worker in workers:
+            worker.start()
+        barrier.wait()
+        start = time.perf_counter()
+        latencies = [latency for _ in workers for latency in out.get()]
+        elapsed = time.perf_counter() - start
+        for worker in workers:
+            worker.join()
+        run.finish()
+    return processes * calls / elapsed, latencies
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--processes", type=int, default=8)
+    parser.add_argument("--calls", type=int, default=500)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    os.environ.setdefault("WANDB_SILENT", "true")
+    results: dict[str, list[tuple[float, list[float]]]] = {name: [] for name in VARIANTS}
+    for _ in range(args.rounds):
+        for name, poll in VARIANTS.items():
+            results[name].append(job(args.processes, args.calls, poll))
+    print(f"{args.processes} processes x {args.calls} add_metrics on one run, median of {args.rounds} rounds")
+    print(f"{'':36}{'calls/s':>9}{'p50 ms':>8}{'p99 ms':>8}{'max ms':>9}")
+    for name, rounds in results.items():
+        throughput = statistics.median(r[0] for r in rounds)
+        p50 = statistics.median(statistics.quantiles(r[1], n=100)[49] for r in rounds)
+        p99 = statistics.median(statistics.quantiles(r[1], n=100)[98] for r in rounds)
+        worst = statistics.median(max(r[1]) for r in rounds)
+        print(f"{name:36}{throughput:9.0f}{p50 * 1e3:8.1f}{p99 * 1e3:8.1f}{worst * 1e3:9.1f}")
+    print("goals: p99 <= 20 ms, max <= 50 ms, throughput >= filelock's default")
+
+
+if __name__ == "__main__":
+    main()
