@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import pty
+import subprocess
+import sys
 from typing import TYPE_CHECKING
 
 import pandas as pd
@@ -154,3 +159,48 @@ def test_wandb_files_inside_run_dirs_are_not_runs(base_dir: Path) -> None:
     run = _run(base_dir, "demo", {"lr": 0.1}, {"accuracy": 0.5}, mode="offline")
     assert (run.run_dir / "wandb").is_dir()
     assert list(MLProject(base_dir).df["run_id"]) == [run.run_id]
+
+
+PROGRESS_SCRIPT = """
+import sys
+from ml_manager import MLProject, project
+project._Progress.DELAY = project._Progress.EVERY = 0  # as if every load were slow
+MLProject(sys.argv[1])
+print("loaded")
+"""
+
+
+def _load_with_stderr(base_dir: Path, stderr: int) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", PROGRESS_SCRIPT, str(base_dir)],
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+
+
+def test_a_slow_load_shows_progress_on_a_terminal(base_dir: Path, two_runs: tuple[MLRun, MLRun]) -> None:
+    controller, terminal = pty.openpty()
+    try:
+        done = _load_with_stderr(base_dir, terminal)
+        os.close(terminal)
+        terminal = -1
+        shown = b""
+        with contextlib.suppress(OSError):  # EIO once the child's side is closed and drained
+            while chunk := os.read(controller, 4096):
+                shown += chunk
+    finally:
+        os.close(controller)
+        if terminal >= 0:
+            os.close(terminal)
+    assert b"loading runs: 2/2" in shown
+    assert b"loaded 2 runs in" in shown
+    assert done.stdout == "loaded\n"  # progress never goes to stdout
+
+
+def test_no_progress_when_stderr_is_not_a_terminal(base_dir: Path, two_runs: tuple[MLRun, MLRun]) -> None:
+    done = _load_with_stderr(base_dir, subprocess.PIPE)
+    assert done.stderr == ""
+    assert done.stdout == "loaded\n"

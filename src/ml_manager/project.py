@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import errno
 import os
+import sys
+import time
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, overload
@@ -65,7 +67,10 @@ class MLProject:
         signature: list[tuple[str, _cache.RunKey]] = []
         all_settled = True
         fresh_rows: dict[str, tuple[_cache.RunKey, RunRow]] = {}
-        for where, project_name in self._run_dirs(skipped):
+        run_dirs = self._run_dirs(skipped)
+        progress = _Progress(len(run_dirs))
+        for where, project_name in run_dirs:
+            progress.step()
             # Plain strings on this path: a reload of an unchanged project is little more than the stats.
             key = (
                 _cache.file_key(os.path.join(where, _storage.CONFIG_FILE)),
@@ -93,6 +98,7 @@ class MLProject:
                 all_settled = False
             signature.append((where, key))
             rows.append(row)
+        progress.done()
         cache.rows = fresh_rows
         self.skipped = skipped
         unchanged = tuple(signature)
@@ -166,6 +172,33 @@ class MLProject:
 
     def __repr__(self) -> str:
         return f"MLProject(base_dir={str(self.base_dir)!r}, runs={len(self.df)})"
+
+
+class _Progress:
+    """``loading runs: 5,000/10,000`` on stderr, only on a terminal and only once a load has taken a second."""
+
+    DELAY, EVERY = 1.0, 0.25
+
+    def __init__(self, total: int) -> None:
+        self.total, self.count = total, 0
+        self.start = self.last = time.monotonic()
+        self.shown = False
+        self.enabled = total > 0 and sys.stderr is not None and sys.stderr.isatty()
+
+    def step(self) -> None:
+        self.count += 1
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if now - self.start >= self.DELAY and now - self.last >= self.EVERY:
+            self.last, self.shown = now, True
+            sys.stderr.write(f"\rloading runs: {self.count:,}/{self.total:,}")
+            sys.stderr.flush()
+
+    def done(self) -> None:
+        if self.shown:
+            sys.stderr.write(f"\rloaded {self.total:,} runs in {time.monotonic() - self.start:.1f} s\n")
+            sys.stderr.flush()
 
 
 def _subdirs(directory: str, skipped: list[CorruptRunFileError]) -> list[tuple[str, str]]:
