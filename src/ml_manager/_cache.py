@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -57,7 +56,3 @@ def cache_for(base_dir: Path) -> ProjectCache:
     """The cache of ``base_dir`` (shared by every MLProject on it in this process)."""
     with _guard:
         return _caches.setdefault(os.path.abspath(base_dir), ProjectCache())
-
-
-def now_ns() -> int:
-    return time.time_ns()

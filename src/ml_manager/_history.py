@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger("ml_manager")
 
 HISTORY_DIR = "history"
+HOST = socket.gethostname()
+_FILE_HOST = HOST.replace(os.sep, "_") or "host"
 
 
 class _Appenders:
@@ -44,8 +46,7 @@ os.register_at_fork(after_in_child=_appenders.reset)
 
 def writer_file(run_dir: Path) -> Path:
     """This process's history file in ``run_dir`` (forked children get their own)."""
-    host = socket.gethostname().replace(os.sep, "_") or "host"
-    return run_dir / HISTORY_DIR / f"{host}-{os.getpid()}.jsonl"
+    return run_dir / HISTORY_DIR / f"{_FILE_HOST}-{os.getpid()}.jsonl"
 
 
 def _default(value: Any) -> Any:

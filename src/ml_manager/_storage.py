@@ -142,15 +142,16 @@ def deep_merge(base: dict[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
         if isinstance(value, Mapping) and isinstance(old, dict):
             deep_merge(old, value)
         else:
-            base[key] = _copy(value)
+            base[key] = copy_document(value)
     return base
 
 
-def _copy(value: Any) -> Any:
+def copy_document(value: Any) -> Any:
+    """A deep copy of a parsed document (tables and arrays copied, leaves shared: they are immutable)."""
     if isinstance(value, Mapping):
-        return {k: _copy(v) for k, v in value.items()}
+        return {k: copy_document(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_copy(v) for v in value]
+        return [copy_document(v) for v in value]
     return value
 
 
@@ -183,7 +184,7 @@ def update_file(
         write_toml(target, document, durable=durable)
         written_key = file_key(target)
         if written_key is not None:
-            _written[str(target)] = (written_key, _copy(document))
+            _written[str(target)] = (written_key, copy_document(document))
     return document
 
 

@@ -63,7 +63,7 @@ class MLProject:
         rows: list[RunRow] = []
         skipped: list[CorruptRunFileError] = []
         timeout = resolve_lock_timeout(None)
-        cache, now = _cache.cache_for(self.base_dir), _cache.now_ns()
+        cache, now = _cache.cache_for(self.base_dir), time.time_ns()
         signature: list[tuple[str, _cache.RunKey]] = []
         all_settled = True
         fresh_rows: dict[str, tuple[_cache.RunKey, RunRow]] = {}

@@ -7,7 +7,6 @@ import functools
 import os
 import platform
 import secrets
-import socket
 import string
 import sys
 import time
@@ -246,7 +245,7 @@ class MLRun:
             "status": "running",
             "lock": lock,
             **git_info(),
-            "hostname": socket.gethostname(),
+            "hostname": _history.HOST,
             "pid": os.getpid(),
             "argv": [_text(arg) for arg in sys.argv],
             "python": platform.python_version(),
@@ -269,7 +268,7 @@ class MLRun:
         return cls(
             paths=paths,
             project_name=project_name,
-            config=restore_config(_storage.deep_merge({}, stored_config), python_types),
+            config=restore_config(_storage.copy_document(stored_config), python_types),
             metrics={},
             meta=meta,
             wandb_info=wandb_info,
@@ -452,12 +451,11 @@ class MLRun:
         if step is not None and (isinstance(step, bool) or not isinstance(step, int) or step < 0):
             raise TypeError(f"step must be a non-negative int, not {step!r}")
         values = normalize_metrics(metrics_dict)
-        if not values:
-            self.metrics = _storage.read_toml_or_empty(self._paths.metrics)
-            return
         self.metrics = _storage.merge_metrics(
             self._paths, values, lock=self.lock, lock_timeout=self.lock_timeout, durable=self.durable
         )
+        if not values:
+            return  # nothing was written: no history record, nothing for wandb
         record = {"step": step, "time": time.time(), "writer": _writer(), "metrics": values}
         _history.append(self.run_dir, record, durable=self.durable)
         if self._sender is not None:
@@ -599,7 +597,6 @@ class MLRun:
         return f"MLRun(run_id={self.run_id!r}, project_name={self.project_name!r}, run_dir={str(self.run_dir)!r})"
 
 
-_HOST = socket.gethostname()
 RUN_DIR_ENV = "ML_MANAGER_RUN_DIR"
 
 
@@ -609,7 +606,7 @@ def _attach_pickled(run_dir: str, durable: bool, lock: LockKind, lock_timeout: f
 
 def _writer() -> str:
     ranks = _dist.current()
-    return f"rank{ranks.rank}" if ranks is not None else f"{_HOST}:{os.getpid()}"
+    return f"rank{ranks.rank}" if ranks is not None else f"{_history.HOST}:{os.getpid()}"
 
 
 async def _in_thread(call: Callable[[], _T]) -> _T:
