@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from typing import TYPE_CHECKING
 
 import pytest
+
+from ml_manager._locking import run_lock
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -52,6 +55,31 @@ def base_dir(tmp_path: Path) -> Path:
     path = tmp_path / "checkpoints"
     path.mkdir()
     return path
+
+
+@contextlib.contextmanager
+def _lock_held_by_a_thread(lock_file: Path) -> Iterator[threading.Event]:
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with run_lock(lock_file, timeout=30):
+            held.set()
+            release.wait(60)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    try:
+        assert held.wait(60)
+        yield release
+    finally:
+        release.set()
+        thread.join()
+
+
+@pytest.fixture
+def lock_held_by_a_thread() -> Callable[[Path], contextlib.AbstractContextManager[threading.Event]]:
+    """Hold a run lock on another thread for the block; set the yielded event to release it earlier."""
+    return _lock_held_by_a_thread
 
 
 def _in_fork(child: Callable[[], str]) -> str:

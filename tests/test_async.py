@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import threading
 from typing import TYPE_CHECKING
 
 import anyio
 import pytest
 
 from ml_manager import MLRun
-from ml_manager._locking import run_lock
 from ml_manager._storage import read_toml
 
 if TYPE_CHECKING:
+    import threading
+    from collections.abc import Callable
+    from contextlib import AbstractContextManager
     from pathlib import Path
 
 pytestmark = pytest.mark.anyio
@@ -40,19 +41,11 @@ async def test_many_tasks_logging_into_one_run_lose_nothing(base_dir: Path) -> N
     assert (await MLRun.load_async(run.run_id, base_dir)).meta["status"] == "finished"
 
 
-async def test_waiting_for_the_lock_does_not_hold_the_event_loop(base_dir: Path) -> None:
+async def test_waiting_for_the_lock_does_not_hold_the_event_loop(
+    base_dir: Path, lock_held_by_a_thread: Callable[[Path], AbstractContextManager[threading.Event]]
+) -> None:
     run = MLRun.create({}, base_dir, "demo")
-    held, release = threading.Event(), threading.Event()
-
-    def holder() -> None:
-        with run_lock(run.run_dir / "run.lock", timeout=30):
-            held.set()
-            release.wait(60)
-
-    thread = threading.Thread(target=holder)
-    thread.start()
-    try:
-        assert held.wait(60)
+    with lock_held_by_a_thread(run.run_dir / "run.lock") as release:
         async with anyio.create_task_group() as group:
             group.start_soon(run.add_metrics_async, {"late": 1})
             # The write is waiting for the lock; this task still runs, and it alone can let the write through.
@@ -61,9 +54,6 @@ async def test_waiting_for_the_lock_does_not_hold_the_event_loop(base_dir: Path)
                 await anyio.sleep(0)
             assert "late" not in run.metrics
             release.set()
-    finally:
-        release.set()
-        thread.join()
     assert run.metrics == {"late": 1}
     run.finish()
 

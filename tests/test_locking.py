@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import multiprocessing
 import pickle
-import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from ml_manager import LockTimeoutError, MLRun
 from ml_manager._locking import resolve_lock_timeout, run_lock
+
+if TYPE_CHECKING:
+    import threading
+    from collections.abc import Callable
+    from contextlib import AbstractContextManager
 
 SPAWN = multiprocessing.get_context("spawn")
 
@@ -42,24 +46,12 @@ def test_a_lock_held_by_another_process_times_out_naming_the_lock_file(base_dir:
     run.finish()
 
 
-def test_a_lock_held_by_another_thread_times_out_too(tmp_path: Path) -> None:
+def test_a_lock_held_by_another_thread_times_out_too(
+    tmp_path: Path, lock_held_by_a_thread: Callable[[Path], AbstractContextManager[threading.Event]]
+) -> None:
     lock_file = tmp_path / "run.lock"
-    held, release = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        with run_lock(lock_file, timeout=5):
-            held.set()
-            release.wait(30)
-
-    thread = threading.Thread(target=hold)
-    thread.start()
-    try:
-        assert held.wait(30)
-        with pytest.raises(LockTimeoutError), run_lock(lock_file, timeout=0.05):
-            pass
-    finally:
-        release.set()
-        thread.join()
+    with lock_held_by_a_thread(lock_file), pytest.raises(LockTimeoutError), run_lock(lock_file, timeout=0.05):
+        pass
     with run_lock(lock_file, timeout=0):
         pass
 
