@@ -9,7 +9,7 @@ path of the temp file it strands to ACK_FILE.stranded):
     before-lock     before add_metrics takes the lock
     in-lock         inside the lock, after reading and merging metrics.toml, before writing anything
     before-rename   inside the lock, after the temp file is written and fsynced, before os.replace
-    after-rename    inside the lock, after os.replace, before the directory fsync and the unlock
+    after-rename    after os.replace, before the directory fsync (which follows the unlock)
     after-return    after add_metrics returned, before the acknowledgement is recorded
     never           runs to the end (the test may still kill it from outside)
 
@@ -37,9 +37,9 @@ def die_if(point: str) -> None:
 real_write_toml, real_replace, real_dir_fsync = _storage.write_toml, os.replace, _atomic._fsync_directory
 
 
-def write_after_maybe_dying(path: Any, document: Any, *, durable: bool) -> None:
+def write_after_maybe_dying(path: Any, document: Any, **options: Any) -> None:
     die_if("in-lock")
-    real_write_toml(path, document, durable=durable)
+    real_write_toml(path, document, **options)
 
 
 def replace_after_maybe_dying(src: Any, dst: Any) -> None:

@@ -23,7 +23,7 @@ def temp_path_for(target: Path) -> Path:
     return target.with_name(f".{target.name}.{secrets.token_hex(6)}{TEMP_SUFFIX}")
 
 
-def atomic_write(target: Path, data: bytes, *, durable: bool = True) -> None:
+def atomic_write(target: Path, data: bytes, *, durable: bool = True, sync_directory: bool = True) -> None:
     """Replace ``target`` with ``data`` atomically.
 
     Temp file in the target's directory, write, flush, fsync, ``os.replace`` over the target, fsync the
@@ -36,6 +36,9 @@ def atomic_write(target: Path, data: bytes, *, durable: bool = True) -> None:
         durable: fsync the file and its directory, so the new content survives a power loss once this
             returns.  Without it the replace is still atomic for readers, but a crash of the machine (not of the
             process) may lose the latest writes.
+        sync_directory: with ``durable``, also fsync the directory here.  A caller holding a lock passes
+            ``False`` and calls :func:`sync_directory_of` itself once it has let go: the rename is already
+            visible to every reader, only its durability waits, and the lock is held for less.
 
     Raises:
         OSError: the write failed.  Same errno as the underlying error (kept as ``__cause__``), ``filename``
@@ -63,11 +66,23 @@ def atomic_write(target: Path, data: bytes, *, durable: bool = True) -> None:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(temp)
             raise
-        if durable:
-            step = "syncing the directory of"
-            _fsync_directory(target.parent)
     except OSError as exc:
         raise OSError(exc.errno, f"{exc.strerror or exc} while {step} the file", str(target)) from exc
+    if durable and sync_directory:
+        sync_directory_of(target)
+
+
+def sync_directory_of(target: Path) -> None:
+    """fsync the directory holding ``target``, so a rename onto ``target`` survives a power loss.
+
+    Raises:
+        OSError: the sync failed; ``filename`` is ``target``.
+    """
+    try:
+        _fsync_directory(target.parent)
+    except OSError as exc:
+        message = f"{exc.strerror or exc} while syncing the directory of the file"
+        raise OSError(exc.errno, message, str(target)) from exc
 
 
 def remove_stale_temps(directory: Path) -> list[Path]:
