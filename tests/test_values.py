@@ -216,3 +216,18 @@ def test_configs_round_trip_as_documented_or_are_refused_creating_nothing(
     assert same(run.config, want)
     assert same(MLRun.load(run.run_id, base_dir).config, want)
     run.finish()
+
+
+def test_aware_datetimes_come_back_on_standard_timezones_wherever_they_sit(tmp_path: Path) -> None:
+    east = datetime.timezone(datetime.timedelta(hours=5, minutes=30))
+    when = datetime.datetime(2024, 3, 1, 12, 0, 0, 250000, tzinfo=east)
+    naive = datetime.datetime(2024, 3, 1, 12, 0)
+    run = MLRun.create({"at": when, "deep": {"list": [[when]], "naive": naive}}, tmp_path, "p", mode="disabled")
+    run.add_metrics({"seen": {"at": when.astimezone(datetime.timezone.utc)}})
+    loaded = MLRun.load(run.run_id, tmp_path)
+    values = [loaded.config["at"], loaded.config["deep"]["list"][0][0], loaded.metrics["seen"]["at"]]
+    assert values == [when, when, when]
+    assert [type(v.tzinfo) for v in values] == [datetime.timezone] * 3
+    assert values[0].utcoffset() == datetime.timedelta(hours=5, minutes=30)
+    assert loaded.config["deep"]["naive"] == naive and loaded.config["deep"]["naive"].tzinfo is None
+    run.finish()
