@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import secrets
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -20,7 +19,7 @@ _TEMP_NAME = re.compile(r"\..+\.[0-9a-f]{12}\.tmp")
 
 def temp_path_for(target: Path) -> Path:
     """A fresh, hidden temp name beside ``target`` (same directory, so ``os.replace`` stays atomic)."""
-    return target.with_name(f".{target.name}.{secrets.token_hex(6)}{TEMP_SUFFIX}")
+    return target.with_name(f".{target.name}.{os.urandom(6).hex()}{TEMP_SUFFIX}")
 
 
 def atomic_write(target: Path, data: bytes, *, durable: bool = True, sync_directory: bool = True) -> None:

@@ -7,7 +7,6 @@ fact.
 from __future__ import annotations
 
 import os
-import subprocess
 from typing import Any
 
 _TIMEOUT = 10.0
@@ -20,6 +19,8 @@ def git_info(cwd: str | None = None) -> dict[str, Any]:
     absent when there is no repository, no commit yet, a detached HEAD (branch only), or no git binary; the
     caller records what is known and carries on.
     """
+    import subprocess  # imported on first use: only MLRun.create asks git
+
     try:
         done = subprocess.run(
             ["git", "status", "--porcelain=v2", "--branch", "--untracked-files=no"],

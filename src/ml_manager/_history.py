@@ -15,7 +15,6 @@ import datetime
 import json
 import logging
 import os
-import socket
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +24,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("ml_manager")
 
 HISTORY_DIR = "history"
-HOST = socket.gethostname()
+HOST = os.uname().nodename if hasattr(os, "uname") else __import__("socket").gethostname()
 _FILE_HOST = HOST.replace(os.sep, "_") or "host"
 
 

@@ -24,13 +24,13 @@ import time
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Literal
 
-import filelock
-
 from .errors import LockTimeoutError
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
+
+    import filelock
 
 DEFAULT_LOCK_TIMEOUT = 60.0
 LOCK_TIMEOUT_ENV = "ML_MANAGER_LOCK_TIMEOUT"
@@ -118,7 +118,7 @@ def run_lock(lock_file: Path, timeout: float, kind: LockKind = "flock") -> Itera
         remaining = max(0.0, deadline - time.monotonic())
         try:
             file_lock.acquire(timeout=remaining, poll_interval=_POLL_INTERVAL)
-        except filelock.Timeout as exc:
+        except TimeoutError as exc:  # filelock.Timeout
             raise LockTimeoutError(str(lock_file), timeout) from exc
         try:
             yield
@@ -129,6 +129,8 @@ def run_lock(lock_file: Path, timeout: float, kind: LockKind = "flock") -> Itera
 
 
 def _locks_for(lock_file: Path, kind: LockKind) -> tuple[threading.Lock, filelock.BaseFileLock]:
+    import filelock  # imported on first use: importing ml_manager stays cheap for processes that only read
+
     key = os.path.abspath(lock_file)
     registry = _registry
     with registry.guard:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import datetime
 import functools
 import os
-import platform
-import secrets
 import string
 import sys
 import time
@@ -35,6 +33,8 @@ _RESERVED = ("_meta", "_wandb")
 
 def _new_run_id() -> str:
     # wandb's own id shape: 8 characters of [a-z0-9].
+    import secrets  # imported on first use, like everything only MLRun.create needs
+
     return "".join(secrets.choice(_ID_ALPHABET) for _ in range(8))
 
 
@@ -248,7 +248,7 @@ class MLRun:
             "hostname": _history.HOST,
             "pid": os.getpid(),
             "argv": [_text(arg) for arg in sys.argv],
-            "python": platform.python_version(),
+            "python": ".".join(map(str, sys.version_info[:3])),
             "ml_manager": _version(),
         }
         if python_types:
