@@ -17,13 +17,13 @@ if TYPE_CHECKING:
 def parses(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Every config.toml the project parses (a thin recording wrapper around the real reader)."""
     seen: list[str] = []
-    real = _storage.read_config
+    real = _storage.read_run_files
 
-    def recording(paths: Any) -> dict[str, Any]:
-        seen.append(paths.run_dir.name)
-        return real(paths)
+    def recording(run_dir: str) -> Any:
+        seen.append(os.path.basename(run_dir))
+        return real(run_dir)
 
-    monkeypatch.setattr(_storage, "read_config", recording)
+    monkeypatch.setattr(_storage, "read_run_files", recording)
     return seen
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from ml_manager import CorruptRunFileError, MLProject, MLRun
+from ml_manager import CorruptRunFileError, MLProject, MLRun, _storage
 from ml_manager.errors import MLManagerWarning
 
 Snapshot = Callable[[Path], dict[str, bytes]]
@@ -95,14 +96,12 @@ def test_permission_denied_is_reported_as_corrupt(
         pass  # a real permission error, as an unprivileged user sees it
     else:
         # root reads anything: inject the error the kernel gives everyone else, for this file only.
-        real = Path.read_bytes
+        def denied(file: Any, *args: Any, **kwargs: Any) -> Any:
+            if Path(file) == metrics_file:
+                raise PermissionError(13, "Permission denied", str(file))
+            return open(file, *args, **kwargs)
 
-        def denied(self: Path) -> bytes:
-            if self == metrics_file:
-                raise PermissionError(13, "Permission denied", str(self))
-            return real(self)
-
-        monkeypatch.setattr(Path, "read_bytes", denied)
+        monkeypatch.setattr(_storage, "open", denied, raising=False)
     with pytest.raises(CorruptRunFileError, match="Permission denied") as caught:
         MLRun.load(broken.run_id, base_dir)
     assert caught.value.path == str(metrics_file)

@@ -229,5 +229,6 @@ def test_aware_datetimes_come_back_on_standard_timezones_wherever_they_sit(tmp_p
     assert values == [when, when, when]
     assert [type(v.tzinfo) for v in values] == [datetime.timezone] * 3
     assert values[0].utcoffset() == datetime.timedelta(hours=5, minutes=30)
-    assert loaded.config["deep"]["naive"] == naive and loaded.config["deep"]["naive"].tzinfo is None
+    assert loaded.config["deep"]["naive"] == naive
+    assert loaded.config["deep"]["naive"].tzinfo is None
     run.finish()

@@ -42,11 +42,17 @@ def flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for key, value in table.items():
         name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
+        kind = type(value)
+        if kind in _LEAVES:  # the common case first: a project load flattens every value of every run
+            flat[name] = value
+        elif isinstance(value, Mapping):
             flat.update(flatten(value, f"{name}."))
         else:
             flat[name] = str(value) if isinstance(value, PurePath) else value
     return flat
+
+
+_LEAVES = frozenset({str, int, float, bool, list})
 
 
 def _renames(names: Iterable[str], taken: set[str], prefix: str) -> dict[str, str]:

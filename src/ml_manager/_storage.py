@@ -73,7 +73,7 @@ def check_name(name: object, what: str) -> str:
     return name
 
 
-def read_toml(path: Path) -> dict[str, Any]:
+def read_toml(path: str | Path) -> dict[str, Any]:
     """Parse a run file.
 
     ml_manager never writes an empty run file, so an empty one is corrupt too: what a crash leaves when a file
@@ -84,8 +84,15 @@ def read_toml(path: Path) -> dict[str, Any]:
         FileNotFoundError: the file does not exist.
         CorruptRunFileError: it exists but cannot be read, decoded or parsed, or is empty (never reset).
     """
+    return read_toml_keyed(path)[0]
+
+
+def read_toml_keyed(path: str | Path) -> tuple[dict[str, Any], FileKey]:
+    """:func:`read_toml`, with the identity (:func:`file_key`) of the very version of the file it read."""
     try:
-        data = path.read_bytes()
+        with open(path, "rb") as file:
+            stat = os.fstat(file.fileno())
+            data = file.read()
     except FileNotFoundError:
         raise
     except OSError as exc:
@@ -97,9 +104,70 @@ def read_toml(path: Path) -> dict[str, Any]:
     except UnicodeDecodeError as exc:
         raise CorruptRunFileError(str(path), f"not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
     try:
-        return parse_toml(text)
+        document = parse_toml(text)
     except ValueError as exc:
         raise CorruptRunFileError(str(path), f"not valid TOML ({exc})") from exc
+    return document, (stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+
+
+def read_run_files(run_dir: str) -> tuple[dict[str, Any], dict[str, Any], tuple[FileKey, FileKey]]:
+    """Parse a run's ``config.toml`` and ``metrics.toml`` (missing: empty), with the identity of each version.
+
+    Plain strings, no :class:`~pathlib.Path`: a project load calls this once per run.
+
+    Raises:
+        FileNotFoundError: the run has no data files at all (it does not exist, or is still being created).
+        CorruptRunFileError: a file is unreadable, or ``config.toml`` is missing while ``metrics.toml`` exists.
+    """
+    config_file = os.path.join(run_dir, CONFIG_FILE)
+    metrics_file = os.path.join(run_dir, METRICS_FILE)
+    try:
+        config, config_key = read_toml_keyed(config_file)
+    except FileNotFoundError:
+        if os.path.exists(metrics_file):
+            raise CorruptRunFileError(config_file, "missing, though metrics.toml exists") from None
+        raise
+    try:
+        metrics, metrics_key = read_toml_keyed(metrics_file)
+    except FileNotFoundError:
+        metrics, metrics_key = {}, None
+    return config, metrics, (config_key, metrics_key)
+
+
+def split_config(document: dict[str, Any], config_file: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Take the ``[_meta]`` and ``[_wandb]`` tables out of a parsed ``config.toml``; returns them.
+
+    Raises:
+        CorruptRunFileError: they are missing or not tables: the file is not an ml_manager run's.
+    """
+    meta = document.pop("_meta", None)
+    wandb_info = document.pop("_wandb", {})
+    if not isinstance(meta, dict) or not isinstance(wandb_info, dict):
+        raise CorruptRunFileError(str(config_file), "no [_meta] and [_wandb] tables: not an ml_manager run")
+    return meta, wandb_info
+
+
+def read_config(paths: RunPaths) -> dict[str, Any]:
+    """Parse a run's ``config.toml``.
+
+    Raises:
+        FileNotFoundError: the run has no data files at all (it does not exist, or is still being created).
+        CorruptRunFileError: ``config.toml`` is unreadable, or missing while ``metrics.toml`` exists.
+    """
+    try:
+        return read_toml(paths.config)
+    except FileNotFoundError:
+        if paths.metrics.exists():
+            raise CorruptRunFileError(str(paths.config), "missing, though metrics.toml exists") from None
+        raise
+
+
+def read_toml_or_empty(path: Path) -> dict[str, Any]:
+    """:func:`read_toml`, with a missing file read as an empty document (a run that logged nothing yet)."""
+    try:
+        return read_toml(path)
+    except FileNotFoundError:
+        return {}
 
 
 def parse_toml(text: str) -> dict[str, Any]:
@@ -133,29 +201,6 @@ def _standard_timezones(container: dict[str, Any] | list[Any]) -> None:
             _standard_timezones(value)
         elif kind is datetime.datetime and value.tzinfo is not None:
             container[key] = value.replace(tzinfo=datetime.timezone(value.utcoffset()))  # type: ignore[index]
-
-
-def read_config(paths: RunPaths) -> dict[str, Any]:
-    """Parse a run's ``config.toml``.
-
-    Raises:
-        FileNotFoundError: the run has no data files at all (it does not exist, or is still being created).
-        CorruptRunFileError: ``config.toml`` is unreadable, or missing while ``metrics.toml`` exists.
-    """
-    try:
-        return read_toml(paths.config)
-    except FileNotFoundError:
-        if paths.metrics.exists():
-            raise CorruptRunFileError(str(paths.config), "missing, though metrics.toml exists") from None
-        raise
-
-
-def read_toml_or_empty(path: Path) -> dict[str, Any]:
-    """:func:`read_toml`, with a missing file read as an empty document (a run that logged nothing yet)."""
-    try:
-        return read_toml(path)
-    except FileNotFoundError:
-        return {}
 
 
 def write_toml(path: Path, document: Mapping[str, Any], *, durable: bool, sync_directory: bool = True) -> None:

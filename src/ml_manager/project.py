@@ -12,8 +12,7 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 
 from . import _cache, _history, _storage
 from ._frame import RunRow, build_frame, history_frame
-from ._locking import resolve_lock_timeout
-from ._storage import RunPaths
+from ._values import restore_config
 from .errors import CorruptRunFileError, MLManagerWarning
 from .run import MLRun
 
@@ -62,7 +61,6 @@ class MLProject:
             raise FileNotFoundError(errno.ENOENT, "no such base directory", str(self.base_dir))
         rows: list[RunRow] = []
         skipped: list[CorruptRunFileError] = []
-        timeout = resolve_lock_timeout(None)
         cache, now = _cache.cache_for(self.base_dir), time.time_ns()
         signature: list[tuple[str, _cache.RunKey]] = []
         all_settled = True
@@ -71,27 +69,25 @@ class MLProject:
         progress = _Progress(len(run_dirs))
         for where, project_name in run_dirs:
             progress.step()
-            # Plain strings on this path: a reload of an unchanged project is little more than the stats.
-            key = (
-                _cache.file_key(os.path.join(where, _storage.CONFIG_FILE)),
-                _cache.file_key(os.path.join(where, _storage.METRICS_FILE)),
-            )
+            row: RunRow | None = None
             hit = cache.rows.get(where)
-            if hit is not None and hit[0] == key:
-                row = hit[1]
-            else:
-                paths = RunPaths(Path(where))
+            if hit is not None:
+                # Plain strings on this path: a reload of an unchanged project is little more than the stats.
+                key: _cache.RunKey = (
+                    _cache.file_key(os.path.join(where, _storage.CONFIG_FILE)),
+                    _cache.file_key(os.path.join(where, _storage.METRICS_FILE)),
+                )
+                if hit[0] == key:
+                    row = hit[1]
+            if row is None:
                 try:
-                    config = _storage.read_config(paths)
-                    metrics = _storage.read_toml_or_empty(paths.metrics)
-                    run = MLRun._from_documents(paths, project_name, config, metrics, lock_timeout=timeout)
+                    row, key = _read_row(where, project_name)
                 except FileNotFoundError:
                     continue  # still being created, or removed while we looked
                 except CorruptRunFileError as exc:
                     skipped.append(exc)
-                    warnings.warn(f"skipping run {paths.run_dir}: {exc}", MLManagerWarning, stacklevel=3)
+                    warnings.warn(f"skipping run {where}: {exc}", MLManagerWarning, stacklevel=3)
                     continue
-                row = RunRow(run.run_id, project_name, run.config, run.metrics, run.meta, run.wandb_info)
             if _cache.settled(key, now):
                 fresh_rows[where] = (key, row)
             else:
@@ -172,6 +168,14 @@ class MLProject:
 
     def __repr__(self) -> str:
         return f"MLProject(base_dir={str(self.base_dir)!r}, runs={len(self.df)})"
+
+
+def _read_row(run_dir: str, project_name: str) -> tuple[RunRow, _cache.RunKey]:
+    """One run's row, with the identity of the file versions it was read from (the key of the cache)."""
+    config, metrics, key = _storage.read_run_files(run_dir)
+    meta, wandb_info = _storage.split_config(config, os.path.join(run_dir, _storage.CONFIG_FILE))
+    config = restore_config(config, meta.get("python_types"))
+    return RunRow(os.path.basename(run_dir), project_name, config, metrics, meta, wandb_info), key
 
 
 class _Progress:

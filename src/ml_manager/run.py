@@ -18,7 +18,7 @@ from ._git import git_info
 from ._locking import LockKind, resolve_lock_kind, resolve_lock_timeout
 from ._storage import RunPaths
 from ._values import normalize_config, normalize_metrics, restore_config
-from .errors import AmbiguousRunError, CorruptRunFileError, RunNotFoundError
+from .errors import AmbiguousRunError, RunNotFoundError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -409,10 +409,7 @@ class MLRun:
             CorruptRunFileError: the config has no ``[_meta]`` table (it is not an ml_manager run's), or
                 ``_meta``/``_wandb`` are not tables.
         """
-        meta = config_document.pop("_meta", None)
-        wandb_info = config_document.pop("_wandb", {})
-        if not isinstance(meta, dict) or not isinstance(wandb_info, dict):
-            raise CorruptRunFileError(str(paths.config), "no [_meta] and [_wandb] tables: not an ml_manager run")
+        meta, wandb_info = _storage.split_config(config_document, paths.config)
         return cls(
             paths=paths,
             project_name=project_name,
