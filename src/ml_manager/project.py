@@ -67,27 +67,27 @@ class MLProject:
         fresh_rows: dict[str, tuple[_cache.RunKey, RunRow]] = {}
         run_dirs = self._run_dirs(skipped)
         progress = _Progress(len(run_dirs))
+        config_name, metrics_name = os.sep + _storage.CONFIG_FILE, os.sep + _storage.METRICS_FILE
         for where, project_name in run_dirs:
             progress.step()
-            row: RunRow | None = None
             hit = cache.rows.get(where)
             if hit is not None:
                 # Plain strings on this path: a reload of an unchanged project is little more than the stats.
-                key: _cache.RunKey = (
-                    _cache.file_key(os.path.join(where, _storage.CONFIG_FILE)),
-                    _cache.file_key(os.path.join(where, _storage.METRICS_FILE)),
-                )
+                key = (_cache.file_key(where + config_name), _cache.file_key(where + metrics_name))
                 if hit[0] == key:
-                    row = hit[1]
-            if row is None:
-                try:
-                    row, key = _read_row(where, project_name)
-                except FileNotFoundError:
-                    continue  # still being created, or removed while we looked
-                except CorruptRunFileError as exc:
-                    skipped.append(exc)
-                    warnings.warn(f"skipping run {where}: {exc}", MLManagerWarning, stacklevel=3)
+                    # Only settled entries are cached, and unchanged files stay settled.
+                    fresh_rows[where] = hit
+                    signature.append((where, key))
+                    rows.append(hit[1])
                     continue
+            try:
+                row, key = _read_row(where, project_name)
+            except FileNotFoundError:
+                continue  # still being created, or removed while we looked
+            except CorruptRunFileError as exc:
+                skipped.append(exc)
+                warnings.warn(f"skipping run {where}: {exc}", MLManagerWarning, stacklevel=3)
+                continue
             if _cache.settled(key, now):
                 fresh_rows[where] = (key, row)
             else:
