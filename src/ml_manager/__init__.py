@@ -25,9 +25,11 @@ def __getattr__(name: str) -> _Any:
         from importlib.metadata import PackageNotFoundError, version
 
         try:
-            return version("ml_manager")
+            found = version("ml_manager")
         except PackageNotFoundError:  # pragma: no cover - a source tree that was never installed
-            return "0+unknown"
+            found = "0+unknown"
+        globals()["__version__"] = found  # looked up once: every MLRun.create records it
+        return found
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

@@ -7,7 +7,10 @@ fact.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 _TIMEOUT = 10.0
 
@@ -19,27 +22,48 @@ def git_info(cwd: str | None = None) -> dict[str, Any]:
     absent when there is no repository, no commit yet, a detached HEAD (branch only), or no git binary; the
     caller records what is known and carries on.
     """
+    return start_git_info(cwd)()
+
+
+def start_git_info(cwd: str | None = None) -> Callable[[], dict[str, Any]]:
+    """Start asking git now; the function returned waits for the answer and gives what :func:`git_info` gives.
+
+    Lets the caller do other work (start wandb) while git runs.
+    """
     import subprocess  # imported on first use: only MLRun.create asks git
 
     try:
-        done = subprocess.run(
+        process = subprocess.Popen(
             ["git", "status", "--porcelain=v2", "--branch", "--untracked-files=no"],
             cwd=cwd if cwd is not None else os.getcwd(),
-            capture_output=True,
-            text=True,
-            timeout=_TIMEOUT,
             stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
             # No prompt for credentials, no lock taken on the index by a status refresh.
             env={**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_OPTIONAL_LOCKS": "0"},
-            check=False,
         )
     except (OSError, subprocess.SubprocessError, ValueError):
-        return {}
-    if done.returncode != 0:
+        return dict
+
+    def collect() -> dict[str, Any]:
+        try:
+            stdout, _ = process.communicate(timeout=_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.communicate()
+            return {}
+        return _parse(process.returncode, stdout)
+
+    return collect
+
+
+def _parse(returncode: int, stdout: str) -> dict[str, Any]:
+    if returncode != 0:
         return {}
     info: dict[str, Any] = {}
     dirty = False
-    for line in done.stdout.splitlines():
+    for line in stdout.splitlines():
         if line.startswith("# branch.oid "):
             commit = line.removeprefix("# branch.oid ").strip()
             if commit != "(initial)":

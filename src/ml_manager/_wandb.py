@@ -152,6 +152,8 @@ def _init(*, run_id: str, project: str, entity: str | None, config: dict[str, An
         dir=str(run_dir),
         # Several ml_manager runs may be open in one process; never hand back or finish another one.
         reinit="create_new",
+        # A disabled run records nothing, so wandb need not ask git (ml_manager records git itself).
+        settings=wandb.Settings(disable_git=True) if mode == "disabled" else None,
     )
 
 

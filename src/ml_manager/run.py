@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import _dist, _history, _storage, _wandb
 from ._forward import ForwarderStats
-from ._git import git_info
+from ._git import start_git_info
 from ._locking import LockKind, resolve_lock_kind, resolve_lock_timeout
 from ._storage import RunPaths
 from ._values import normalize_config, normalize_metrics, restore_config
@@ -238,13 +238,26 @@ class MLRun:
     ) -> MLRun:
         """Create the run here, on this process: directory, wandb, ``config.toml``."""
         project_name = project_dir.name
-        paths = cls._make_run_dir(project_dir, run_id)
+        created_at = _now()
+        git_info = start_git_info()  # git runs while wandb starts
+        try:
+            paths = cls._make_run_dir(project_dir, run_id)
+            wandb_run, wandb_info = _wandb.start_run(
+                run_id=paths.run_dir.name,
+                project=project_name,
+                entity=entity,
+                config=dict(config),
+                mode=wandb_mode,
+                run_dir=paths.run_dir,
+            )
+        finally:
+            git = git_info()
         meta: dict[str, Any] = {
             "format_version": _storage.FORMAT_VERSION,
-            "created_at": _now(),
+            "created_at": created_at,
             "status": "running",
             "lock": lock,
-            **git_info(),
+            **git,
             "hostname": _history.HOST,
             "pid": os.getpid(),
             "argv": [_text(arg) for arg in sys.argv],
@@ -255,14 +268,6 @@ class MLRun:
             meta["python_types"] = python_types
         if ranks is not None:
             meta["rank"], meta["world_size"] = ranks.rank, ranks.world_size
-        wandb_run, wandb_info = _wandb.start_run(
-            run_id=paths.run_dir.name,
-            project=project_name,
-            entity=entity,
-            config=dict(config),
-            mode=wandb_mode,
-            run_dir=paths.run_dir,
-        )
         document = {**stored_config, "_wandb": wandb_info, "_meta": meta}
         _storage.write_toml(paths.config, document, durable=durable)
         return cls(
