@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import threading
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -40,12 +39,12 @@ def settled(key: RunKey, now_ns: int) -> bool:
     return all(k is None or now_ns - max(k[2], k[3]) > SETTLE_NS for k in key)
 
 
-@dataclass
 class ProjectCache:
     """Parsed runs and the last frame built from them, for one base directory."""
 
-    rows: dict[str, tuple[RunKey, RunRow]] = field(default_factory=dict)
-    frame: tuple[tuple[tuple[str, RunKey], ...], Any] | None = None
+    def __init__(self) -> None:
+        self.rows: dict[str, tuple[RunKey, RunRow]] = {}
+        self.frame: tuple[tuple[tuple[str, RunKey], ...], Any] | None = None
 
 
 _caches: dict[str, ProjectCache] = {}

@@ -12,22 +12,19 @@ queued items belong to the parent, so the child neither sends them again nor sta
 from __future__ import annotations
 
 import atexit
-import logging
 import os
 import threading
 import weakref
 from collections import deque
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from . import _log
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-logger = logging.getLogger("ml_manager")
 
-
-@dataclass(frozen=True)
-class ForwarderStats:
+class ForwarderStats(NamedTuple):
     """What happened to the items handed to a forwarder.
 
     Attributes:
@@ -168,7 +165,7 @@ class Forwarder:
     def _report_once(self, what: str, message: str, *args: Any, exc_info: bool = False) -> None:
         if what not in self._reported:
             self._reported.add(what)
-            logger.warning(message, *args, exc_info=exc_info)
+            _log.warning(message, *args, exc_info=exc_info)
 
 
 _live: weakref.WeakSet[Forwarder] = weakref.WeakSet()
@@ -193,7 +190,7 @@ class _ExitDrain:
     def drain() -> None:
         for forwarder in list(_live):
             if not forwarder.close(forwarder.exit_timeout):
-                logger.warning("%s: exiting with items not delivered: %s", forwarder.name, forwarder.stats)
+                _log.warning("%s: exiting with items not delivered: %s", forwarder.name, forwarder.stats)
 
 
 _exit_drain = _ExitDrain()

@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import PurePath
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -25,8 +24,7 @@ ID_COLUMNS = ("run_id", "project_name")
 _HIDDEN_META = {"python_types"}
 
 
-@dataclass(frozen=True)
-class RunRow:
+class RunRow(NamedTuple):
     """What the frame needs of one run."""
 
     run_id: str

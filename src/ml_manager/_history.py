@@ -12,16 +12,15 @@ which readers skip; the next writer process that appends to the same file first 
 from __future__ import annotations
 
 import datetime
-import json
-import logging
 import os
 import threading
 from typing import TYPE_CHECKING, Any
 
+from . import _log
+
 if TYPE_CHECKING:
     from pathlib import Path
 
-logger = logging.getLogger("ml_manager")
 
 HISTORY_DIR = "history"
 HOST = os.uname().nodename if hasattr(os, "uname") else __import__("socket").gethostname()
@@ -56,6 +55,8 @@ def _default(value: Any) -> Any:
 
 def encode(record: dict[str, Any]) -> bytes:
     """One record as one line (NaN and ±inf kept, as Python's json writes and reads them)."""
+    import json  # imported on first use, like everything only writers or readers need
+
     return (json.dumps(record, default=_default, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
 
 
@@ -99,11 +100,13 @@ def read(run_dir: Path) -> list[dict[str, Any]]:
         files = sorted((run_dir / HISTORY_DIR).glob("*.jsonl"))
     except OSError:
         return records
+    import json
+
     for path in files:
         try:
             lines = [line for line in path.read_bytes().splitlines() if line]
         except OSError as exc:
-            logger.warning("skipping history file %s: %s", path, exc.strerror or exc)
+            _log.warning("skipping history file %s: %s", path, exc.strerror or exc)
             continue
         try:
             # One parse of the whole file as an array: much faster than a parse per line.
@@ -112,12 +115,14 @@ def read(run_dir: Path) -> list[dict[str, Any]]:
             parsed = [_parse(line) for line in lines]
         whole = [r for r in parsed if isinstance(r, dict) and isinstance(r.get("metrics"), dict)]
         if len(whole) < len(lines):
-            logger.warning("%s: skipped %d partial or unreadable record(s)", path, len(lines) - len(whole))
+            _log.warning("%s: skipped %d partial or unreadable record(s)", path, len(lines) - len(whole))
         records.extend(whole)
     return records
 
 
 def _parse(line: bytes) -> Any:
+    import json
+
     try:
         return json.loads(line)
     except ValueError:

@@ -15,9 +15,8 @@ import datetime
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from ._atomic import atomic_write, remove_stale_temps, sync_directory_of
 from ._cache import FileKey, file_key
@@ -29,8 +28,7 @@ METRICS_FILE = "metrics.toml"
 FORMAT_VERSION = 1
 
 
-@dataclass(frozen=True)
-class RunPaths:
+class RunPaths(NamedTuple):
     """Where one run's files live."""
 
     run_dir: Path

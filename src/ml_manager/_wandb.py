@@ -6,19 +6,16 @@ the caller; failures become one warning or one log record.
 
 from __future__ import annotations
 
-import logging
 import netrc
 import os
 import sys
 import warnings
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlparse
 
+from . import _log
 from ._forward import Forwarder, ForwarderStats
 from .errors import MLManagerWarning
-
-logger = logging.getLogger("ml_manager")
 
 Mode = Literal["online", "offline", "disabled"]
 MODES: tuple[Mode, ...] = ("online", "offline", "disabled")
@@ -67,6 +64,8 @@ def has_credentials() -> bool:
     """Whether wandb could log in without asking: an API key in the environment, netrc, or this session."""
     if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
         return True
+    from urllib.parse import urlparse
+
     host = urlparse(os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai").hostname or "api.wandb.ai"
     netrc_path = Path(os.environ.get("NETRC") or Path.home() / ".netrc")
     try:
@@ -239,7 +238,7 @@ class WandbSender:
             self._counts["failed"] += 1
             if not self._reported:
                 self._reported = True
-                logger.warning(
+                _log.warning(
                     "wandb log failed; the local files still hold everything (further failures are counted, "
                     "not reported)",
                     exc_info=True,
@@ -260,14 +259,14 @@ class WandbSender:
         if self._forwarder is not None:
             drained = self._forwarder.close(self.drain_timeout if timeout is None else timeout)
             if not drained:
-                logger.warning(
+                _log.warning(
                     "wandb: %s; the deadline passed before the queue drained, the local files hold everything",
                     self.stats,
                 )
         try:
             self._run.finish(exit_code=exit_code)
         except Exception:
-            logger.warning("wandb finish failed; the local files still hold everything", exc_info=True)
+            _log.warning("wandb finish failed; the local files still hold everything", exc_info=True)
         return drained
 
     @property
