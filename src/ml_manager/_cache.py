@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from ._frame import RunRow
+    from ._frame import Frame, RunRow
 
 FileKey = tuple[int, int, int, int] | None
 RunKey = tuple[FileKey, FileKey]
@@ -44,7 +44,7 @@ class ProjectCache:
 
     def __init__(self) -> None:
         self.rows: dict[str, tuple[RunKey, RunRow]] = {}
-        self.frame: tuple[tuple[tuple[str, RunKey], ...], Any] | None = None
+        self.frame: tuple[tuple[tuple[str, RunKey], ...], Frame] | None = None
 
 
 _caches: dict[str, ProjectCache] = {}

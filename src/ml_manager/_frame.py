@@ -64,7 +64,15 @@ def _renames(names: Iterable[str], taken: set[str], prefix: str) -> dict[str, st
     return renames
 
 
-def build_frame(rows: Sequence[RunRow]) -> pd.DataFrame:
+class Frame(NamedTuple):
+    """The project table, and which of its columns hold config values and which metrics."""
+
+    df: pd.DataFrame
+    config_columns: tuple[str, ...]
+    metric_columns: tuple[str, ...]
+
+
+def build_frame(rows: Sequence[RunRow]) -> Frame:
     """The project table, one row per run, ordered by creation time (then project and id)."""
     import pandas as pd
 
@@ -87,7 +95,13 @@ def build_frame(rows: Sequence[RunRow]) -> pd.DataFrame:
         records.append(record)
     records.sort(key=_order)
     frame: pd.DataFrame = pd.DataFrame.from_records(records) if records else pd.DataFrame(columns=list(ID_COLUMNS))
-    return frame
+    config_columns = {config_moves.get(name, name) for name in config_names}
+    metric_columns = {metric_moves.get(name, name) for name in metric_names}
+    return Frame(
+        frame,
+        tuple(column for column in frame.columns if column in config_columns),
+        tuple(column for column in frame.columns if column in metric_columns),
+    )
 
 
 HISTORY_COLUMNS = ("step", "time", "writer")

@@ -37,11 +37,15 @@ class MLProject:
         base_dir: the root of all projects.
         df: one row per run; see :meth:`load_project` for the columns.
         skipped: the errors of the runs left out of the last load, each naming its file.
+        config_columns: the columns of :attr:`df` that hold config values, in column order.
+        metric_columns: the columns of :attr:`df` that hold metrics, in column order.
     """
 
     def __init__(self, base_dir: str | os.PathLike[str]) -> None:
         self.base_dir = Path(base_dir)
         self.skipped: list[CorruptRunFileError] = []
+        self.config_columns: tuple[str, ...] = ()
+        self.metric_columns: tuple[str, ...] = ()
         self.df: pd.DataFrame = self.load_project()
 
     def load_project(self) -> pd.DataFrame:
@@ -99,10 +103,12 @@ class MLProject:
         self.skipped = skipped
         unchanged = tuple(signature)
         if cache.frame is not None and cache.frame[0] == unchanged and not skipped:
-            self.df = cache.frame[1].copy()
-            return self.df
-        self.df = build_frame(rows)
-        cache.frame = (unchanged, self.df.copy()) if all_settled and not skipped else None
+            frame = cache.frame[1]
+        else:
+            frame = build_frame(rows)
+            cache.frame = (unchanged, frame) if all_settled and not skipped else None
+        self.df = frame.df.copy()  # the cache keeps its own copy, whatever the caller does with this one
+        self.config_columns, self.metric_columns = frame.config_columns, frame.metric_columns
         return self.df
 
     def _run_dirs(self, skipped: list[CorruptRunFileError]) -> list[tuple[str, str]]:

@@ -1,0 +1,244 @@
+"""Find and repair what crashed processes leave in a base directory.  Never deletes user data.
+
+What it finds, run by run (``base_dir/project_name/run_id``):
+
+* ``crashed``: a run still marked ``running`` whose process is gone.  On this host: its recorded pid is dead
+  (or now belongs to a process started after the run was created).  On another host, where a pid proves
+  nothing: none of the run's files has changed for ``stale_after`` seconds (every ``add_metrics`` rewrites
+  ``metrics.toml`` and appends to the history, so a run's files are its heartbeat).  Fix: mark it ``crashed``.
+* ``corrupt``: a run file that cannot be read or parsed.  Fix for ``metrics.toml``: rebuild it from the run's
+  history (every ``add_metrics`` call is recorded there), keeping the corrupt bytes as
+  ``metrics.toml.corrupt``.  A corrupt ``config.toml`` cannot be rebuilt and is only reported.
+* ``half-created``: a run directory without ``config.toml`` older than a minute (its creator died before
+  writing it).  Only reported: it may hold wandb's files.
+* ``stale-temp``: a temp file of the atomic write older than a minute (a writer killed mid-write).  Fix:
+  removed, under the run's lock.
+* ``stale-lock``: a soft lock file whose holder died on this host, or that holds no readable holder and is
+  older than a minute.  Fix: removed.  (A flock ``run.lock`` is never stale: the kernel releases it.)
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import time
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from . import _history, _storage
+from ._atomic import _TEMP_NAME, remove_stale_temps
+from ._locking import LOCK_FILES, resolve_lock_kind, resolve_lock_timeout, run_lock
+from .errors import CorruptRunFileError
+
+QUIET_SECONDS = 60.0
+DEFAULT_STALE_AFTER = 24 * 3600.0
+
+
+class Problem(NamedTuple):
+    """One thing found wrong; ``fixable`` says whether :func:`fix` can repair it."""
+
+    kind: str
+    run_dir: Path
+    detail: str
+    fixable: bool
+
+
+def examine(base_dir: Path, *, stale_after: float = DEFAULT_STALE_AFTER) -> list[Problem]:
+    """Every problem under ``base_dir``, run by run, in path order."""
+    now = time.time()
+    problems: list[Problem] = []
+    for project in _visible_dirs(base_dir):
+        for run_dir in _visible_dirs(project):
+            problems.extend(_examine_run(run_dir, now, stale_after))
+    return problems
+
+
+def fix(problem: Problem) -> str:
+    """Repair one fixable problem; returns what was done.
+
+    Raises:
+        OSError, LockTimeoutError, CorruptRunFileError: the repair could not be made; nothing was lost.
+    """
+    run_dir = problem.run_dir
+    if problem.kind == "stale-temp":
+        with run_lock(run_dir / LOCK_FILES["flock"], resolve_lock_timeout(None), "flock"):
+            removed = remove_stale_temps(run_dir)
+        return f"removed {len(removed)} temp file(s)"
+    if problem.kind == "stale-lock":
+        (run_dir / LOCK_FILES["soft"]).unlink(missing_ok=True)
+        return "removed the soft lock file"
+    if problem.kind == "crashed":
+        return _mark_crashed(run_dir)
+    if problem.kind == "corrupt":
+        return _rebuild_metrics(run_dir)
+    raise ValueError(f"{problem.kind} problems cannot be fixed automatically")
+
+
+def _examine_run(run_dir: Path, now: float, stale_after: float) -> list[Problem]:
+    problems: list[Problem] = []
+    try:
+        names = os.listdir(run_dir)
+    except OSError as exc:
+        return [Problem("corrupt", run_dir, f"cannot list the run directory: {exc.strerror or exc}", False)]
+    temps = [name for name in names if _TEMP_NAME.fullmatch(name) and _age(run_dir / name, now) > QUIET_SECONDS]
+    if temps:
+        problems.append(Problem("stale-temp", run_dir, f"{len(temps)} temp file(s) left by a killed writer", True))
+    if LOCK_FILES["soft"] in names:
+        stale = _stale_soft_lock(run_dir / LOCK_FILES["soft"], now)
+        if stale:
+            problems.append(Problem("stale-lock", run_dir, stale, True))
+    try:
+        config, _, _ = _storage.read_run_files(str(run_dir))
+    except FileNotFoundError:
+        if _age(run_dir, now) > QUIET_SECONDS:
+            detail = "no config.toml: its creator died before writing it (inspect it, remove it by hand)"
+            problems.append(Problem("half-created", run_dir, detail, False))
+        return problems
+    except CorruptRunFileError as exc:
+        metrics_broken = Path(exc.path).name == _storage.METRICS_FILE
+        detail = str(exc) + (
+            " (rebuilt from the history by --fix)" if metrics_broken else " (cannot be rebuilt: edit it by hand)"
+        )
+        problems.append(Problem("corrupt", run_dir, detail, metrics_broken))
+        return problems
+    meta = config.get("_meta")
+    if not isinstance(meta, dict):
+        problems.append(Problem("corrupt", run_dir, "config.toml has no [_meta] table: not a run's", False))
+        return problems
+    if meta.get("status") == "running":
+        gone = _process_gone(run_dir, meta, now, stale_after)
+        if gone:
+            problems.append(Problem("crashed", run_dir, f"marked running, but {gone}", True))
+    return problems
+
+
+def _process_gone(run_dir: Path, meta: dict[str, Any], now: float, stale_after: float) -> str | None:
+    pid, host = meta.get("pid"), meta.get("hostname")
+    if host == _history.HOST and isinstance(pid, int):
+        created = meta.get("created_at")
+        if not _alive(pid, created.timestamp() if isinstance(created, datetime.datetime) else None):
+            return f"its process {pid} on this host is gone"
+        return None
+    quiet = now - _last_activity(run_dir)
+    if quiet > stale_after:
+        return f"it ran on {host!s} and none of its files changed for {quiet / 3600:.1f} h"
+    return None
+
+
+def _alive(pid: int, created_at: float | None) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # another user's process: it exists
+    started = _process_start(pid)
+    # A pid reused by a process started after the run was created is not the run's process.
+    return started is None or created_at is None or started <= created_at + 1.0
+
+
+def _process_start(pid: int) -> float | None:
+    """When process ``pid`` started (Linux ``/proc``), or ``None`` where that cannot be known."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as file:
+            fields = file.read().rsplit(b")", 1)[1].split()
+        with open("/proc/stat", "rb") as file:
+            boot = next(float(line.split()[1]) for line in file if line.startswith(b"btime "))
+        return boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError, StopIteration):
+        return None
+
+
+def _last_activity(run_dir: Path) -> float:
+    latest = 0.0
+    for path in (run_dir / _storage.CONFIG_FILE, run_dir / _storage.METRICS_FILE, run_dir / _history.HISTORY_DIR):
+        latest = max(latest, _mtime(path))
+    history = run_dir / _history.HISTORY_DIR
+    if history.is_dir():
+        for entry in os.scandir(history):
+            latest = max(latest, _mtime(Path(entry.path)))
+    return latest
+
+
+def _stale_soft_lock(lock_file: Path, now: float) -> str | None:
+    try:
+        content = lock_file.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    lines = content.split("\n")
+    if len(lines) >= 2 and lines[0].isdigit() and lines[1] == _history.HOST:
+        pid = int(lines[0])
+        return None if _alive(pid, None) else f"soft lock held by process {pid} on this host, which is gone"
+    if (not lines[0].isdigit() or len(lines) < 2) and _age(lock_file, now) > QUIET_SECONDS:
+        return "soft lock file with no readable holder, untouched for over a minute"
+    return None
+
+
+def _mark_crashed(run_dir: Path) -> str:
+    paths = _storage.RunPaths(run_dir)
+    config = _storage.read_toml(paths.config)
+    lock = resolve_lock_kind(None, config.get("_meta", {}).get("lock"))
+    now = datetime.datetime.now(datetime.timezone.utc)
+    outcome = "marked crashed"
+
+    def mark(document: dict[str, Any]) -> dict[str, Any]:
+        nonlocal outcome
+        meta = document.setdefault("_meta", {})
+        if meta.get("status") != "running":
+            outcome = f"left alone: its status became {meta.get('status')!r} meanwhile"
+            return document
+        meta["status"] = "crashed"
+        meta["crash_detected_at"] = now
+        return document
+
+    _storage.update_file(paths, paths.config, mark, lock=lock, lock_timeout=resolve_lock_timeout(None), durable=True)
+    return outcome
+
+
+def _rebuild_metrics(run_dir: Path) -> str:
+    paths = _storage.RunPaths(run_dir)
+    config = _storage.read_toml(paths.config)
+    lock = resolve_lock_kind(None, config.get("_meta", {}).get("lock"))
+    records = sorted(_history.read(run_dir), key=lambda record: record.get("time") or 0.0)
+    with run_lock(paths.lock(lock), resolve_lock_timeout(None), lock):
+        try:
+            _storage.read_toml(paths.metrics)
+        except (FileNotFoundError, CorruptRunFileError):
+            pass
+        else:
+            return "left alone: metrics.toml was repaired meanwhile"
+        merged: dict[str, Any] = {}
+        for record in records:
+            _storage.deep_merge(merged, record["metrics"])
+        keep = _free_name(run_dir / f"{_storage.METRICS_FILE}.corrupt")
+        os.replace(paths.metrics, keep)
+        if merged:
+            _storage.write_toml(paths.metrics, merged, durable=True)
+    return f"rebuilt metrics.toml from {len(records)} history record(s); the corrupt file is kept as {keep.name}"
+
+
+def _free_name(path: Path) -> Path:
+    candidate, n = path, 1
+    while candidate.exists():
+        n += 1
+        candidate = path.with_name(f"{path.name}.{n}")
+    return candidate
+
+
+def _visible_dirs(directory: Path) -> list[Path]:
+    try:
+        with os.scandir(directory) as entries:
+            return sorted(Path(entry.path) for entry in entries if not entry.name.startswith(".") and entry.is_dir())
+    except OSError:
+        return []
+
+
+def _age(path: Path, now: float) -> float:
+    return now - _mtime(path)
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0

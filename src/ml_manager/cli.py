@@ -1,0 +1,506 @@
+"""The ``ml-manager`` command: list, show, compare and export runs, and repair what crashed runs left behind.
+
+Thin over :class:`MLProject` and :class:`MLRun`.  Results go to stdout; warnings and messages go to stderr,
+one line each.  Exit codes: 0 done, 1 nothing found or problems found, 2 bad usage (unknown option, bad
+query, missing base directory, ambiguous run id).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import shutil
+import sys
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from . import _doctor
+from ._frame import flatten
+from .errors import AmbiguousRunError, MLManagerError, RunNotFoundError
+from .project import MLProject
+from .run import MLRun
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    import pandas as pd
+
+BASE_DIR_ENV = "ML_MANAGER_BASE_DIR"
+EXIT_OK, EXIT_NOTHING, EXIT_USAGE = 0, 1, 2
+# Default columns of `ls`: the ids, then these, then the config keys that differ between runs, then metrics.
+_META_COLUMNS = {"_meta.status": "status", "_meta.created_at": "created"}
+_MAX_VARYING_CONFIG = 6
+
+
+class UsageError(Exception):
+    """A bad argument: printed as one line, exit code 2."""
+
+
+class NothingFound(Exception):
+    """Nothing to show: printed as one line, exit code 1."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command; returns its exit code."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    warnings.showwarning = _warning_line
+    try:
+        code: int = args.command(args)
+    except BrokenPipeError:  # pragma: no cover - `ml-manager ls | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+    except UsageError as exc:
+        _error(exc)
+        return EXIT_USAGE
+    except (NothingFound, MLManagerError, OSError) as exc:
+        _error(exc)
+        return EXIT_NOTHING
+    return code
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ml-manager",
+        description="List, show, compare and export ml_manager runs; find and repair crashed ones.",
+        epilog=f"BASE_DIR defaults to ${BASE_DIR_ENV}, else the current directory.  "
+        "Exit codes: 0 done, 1 nothing found or problems found, 2 bad usage.",
+    )
+    commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
+
+    ls = commands.add_parser("ls", help="the runs table", description="The runs table, one row per run.")
+    _add_base_dir(ls, positional=True)
+    ls.add_argument("--project", "-p", help="only this project")
+    ls.add_argument("--query", "-q", help='a pandas query, as for MLProject.search: "lr < 0.01 and acc > 0.9"')
+    ls.add_argument("--columns", "-c", help="comma-separated columns to show (default: a summary)")
+    ls.add_argument("--sort", "-s", metavar="KEY", help="sort by this column (default: creation time)")
+    ls.add_argument("--desc", action="store_true", help="sort descending")
+    ls.add_argument("--limit", "-n", type=_positive_int, metavar="N", help="show at most N runs")
+    ls.add_argument("--format", "-f", choices=["table", "csv", "json", "markdown"], default="table")
+    ls.set_defaults(command=_ls)
+
+    show = commands.add_parser("show", help="one run: config, metrics, meta, wandb URL")
+    show.add_argument("run_id", metavar="RUN_ID")
+    _add_base_dir(show, positional=False)
+    show.add_argument("--project", "-p", help="the run's project (needed when several hold the id)")
+    show.add_argument("--format", "-f", choices=["text", "json"], default="text")
+    show.set_defaults(command=_show)
+
+    diff = commands.add_parser("diff", help="the config keys and metrics that differ between runs")
+    diff.add_argument("run_ids", nargs="+", metavar="RUN_ID", help="two runs or more")
+    _add_base_dir(diff, positional=False)
+    diff.add_argument("--project", "-p", help="the runs' project (needed when several hold an id)")
+    diff.add_argument("--format", "-f", choices=["table", "csv", "json", "markdown"], default="table")
+    diff.set_defaults(command=_diff)
+
+    export = commands.add_parser("export", help="the whole runs table to a file")
+    _add_base_dir(export, positional=True)
+    export.add_argument("--format", "-f", choices=["csv", "json", "parquet"], required=True)
+    export.add_argument("--output", "-o", required=True, metavar="FILE", help="the file to write; - for stdout")
+    export.set_defaults(command=_export)
+
+    doctor = commands.add_parser(
+        "doctor",
+        help="find crashed, corrupt or half-created runs and stale temp or lock files",
+        description=_doctor.__doc__.split("\n\n", 1)[0] if _doctor.__doc__ else None,
+    )
+    _add_base_dir(doctor, positional=True)
+    doctor.add_argument("--fix", action="store_true", help="repair what can be repaired (never deletes data)")
+    doctor.add_argument(
+        "--stale-after",
+        type=float,
+        default=_doctor.DEFAULT_STALE_AFTER / 3600,
+        metavar="HOURS",
+        help="a running run from another host whose files have not changed for this long counts as "
+        "crashed (default: %(default)s)",
+    )
+    doctor.set_defaults(command=_doctor_command)
+    return parser
+
+
+def _add_base_dir(parser: argparse.ArgumentParser, *, positional: bool) -> None:
+    default = os.environ.get(BASE_DIR_ENV, ".")
+    if positional:
+        parser.add_argument("base_dir", nargs="?", default=default, metavar="BASE_DIR")
+    else:
+        parser.add_argument("--base-dir", "-d", dest="base_dir", default=default, metavar="BASE_DIR")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+# -- ls, export -----------------------------------------------------------------------------------------------
+
+
+def _load(base_dir: str) -> MLProject:
+    path = Path(base_dir)
+    if not path.exists():
+        raise UsageError(f"no such base directory: {base_dir}")
+    if not path.is_dir():
+        raise UsageError(f"not a directory: {base_dir}")
+    try:
+        os.listdir(path)
+    except OSError as exc:
+        raise UsageError(f"cannot read base directory {base_dir}: {exc.strerror or exc}") from None
+    return MLProject(path)
+
+
+def _ls(args: argparse.Namespace) -> int:
+    project = _load(args.base_dir)
+    df = project.df
+    if args.project is not None:
+        df = df[df["project_name"] == args.project]
+    if args.query:
+        df = _query(df, args.query)
+    if df.empty:
+        raise NothingFound("no runs found" + (" matching the query" if args.query else f" in {args.base_dir}"))
+    if args.sort:
+        _check_columns(df, [args.sort])
+        df = df.sort_values(args.sort, ascending=not args.desc, na_position="last", kind="stable")
+    elif args.desc:
+        df = df.iloc[::-1]
+    if args.limit:
+        df = df.head(args.limit)
+    if args.columns:
+        columns = [name.strip() for name in args.columns.split(",") if name.strip()]
+        _check_columns(df, columns)
+        view = df[columns]
+    else:
+        view = _summary(df, project)
+    _print_table(view, args.format)
+    return EXIT_OK
+
+
+def _query(df: pd.DataFrame, query: str) -> pd.DataFrame:
+    try:
+        found: pd.DataFrame = df.query(query)
+    except Exception as exc:  # pandas raises many kinds for a bad expression
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UsageError(f"bad query {query!r}: {message} (quote dotted names with backticks: `model.name`)") from None
+    return found
+
+
+def _check_columns(df: pd.DataFrame, columns: Sequence[str]) -> None:
+    unknown = [name for name in columns if name not in df.columns]
+    if unknown:
+        known = ", ".join(str(c) for c in df.columns)
+        raise UsageError(f"unknown column {unknown[0]!r}; the columns are: {known}")
+
+
+def _summary(df: pd.DataFrame, project: MLProject) -> pd.DataFrame:
+    """Ids, status, creation time, the config keys that vary between runs, the metrics."""
+    varying = [name for name in project.config_columns if name in df.columns and _varies(df[name])]
+    columns = [
+        "run_id",
+        "project_name",
+        *(name for name in _META_COLUMNS if name in df.columns),
+        *varying[:_MAX_VARYING_CONFIG],
+        *(name for name in project.metric_columns if name in df.columns),
+    ]
+    view: pd.DataFrame = df[columns].rename(columns=_META_COLUMNS).copy()
+    if "created" in view.columns:
+        view["created"] = [_short_time(value) for value in view["created"]]
+    return view
+
+
+def _varies(column: pd.Series[Any]) -> bool:
+    """Whether the runs do not all have the same value (a value some runs lack counts as varying)."""
+    values = {repr(value) for value in column if not _missing(value)}
+    return len(values) > 1 or (len(values) == 1 and any(_missing(value) for value in column))
+
+
+def _export(args: argparse.Namespace) -> int:
+    project = _load(args.base_dir)
+    df = project.df
+    if df.empty:
+        raise NothingFound(f"no runs found in {args.base_dir}")
+    if args.format == "parquet":
+        if args.output == "-":
+            raise UsageError("parquet is binary: give a file name with --output")
+        _write_parquet(df, Path(args.output))
+    else:
+        text = _csv(df) if args.format == "csv" else _json(df)
+        if args.output == "-":
+            sys.stdout.write(text)
+        else:
+            _write_file(Path(args.output), text.encode("utf-8"))
+    if args.output != "-":
+        print(f"wrote {len(df)} runs to {args.output}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _write_parquet(df: pd.DataFrame, output: Path) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("pyarrow") is None:
+        raise NothingFound("parquet export needs pyarrow, which is not installed: pip install pyarrow")
+    import io
+
+    buffer = io.BytesIO()
+    try:
+        df.to_parquet(buffer, index=False)
+    except Exception as exc:  # pyarrow refuses mixed-type columns and the like
+        raise NothingFound(f"cannot write parquet: {exc}") from None
+    _write_file(output, buffer.getvalue())
+
+
+def _write_file(output: Path, data: bytes) -> None:
+    from ._atomic import atomic_write
+
+    atomic_write(output, data)
+
+
+# -- show, diff -----------------------------------------------------------------------------------------------
+
+
+def _show(args: argparse.Namespace) -> int:
+    run = _load_run(args.run_id, args.base_dir, args.project)
+    if args.format == "json":
+        document = {
+            "run_id": run.run_id,
+            "project_name": run.project_name,
+            "run_dir": str(run.run_dir),
+            "config": run.config,
+            "metrics": run.metrics,
+            "meta": {key: value for key, value in run.meta.items() if key != "python_types"},
+            "wandb": run.wandb_info,
+            "wandb_url": run.get_wandb_url(),
+        }
+        print(json.dumps(document, indent=2, default=_json_value, ensure_ascii=False))
+        return EXIT_OK
+    print(f"run {run.run_id}  (project {run.project_name}, {run.run_dir})")
+    print(f"wandb: {run.get_wandb_url() or '-'}")
+    for title, table in (
+        ("config", run.config),
+        ("metrics", run.metrics),
+        ("meta", {key: value for key, value in run.meta.items() if key != "python_types"}),
+    ):
+        print(f"\n[{title}]")
+        flat = flatten(table)
+        if not flat:
+            print("  (none)")
+        width = max((len(name) for name in flat), default=0)
+        for name, value in flat.items():
+            print(f"  {name:<{width}}  {_cell(value)}")
+    return EXIT_OK
+
+
+def _diff(args: argparse.Namespace) -> int:
+    if len(args.run_ids) < 2:
+        raise UsageError("diff needs two runs or more")
+    runs = [_load_run(run_id, args.base_dir, args.project) for run_id in args.run_ids]
+    rows: list[dict[str, Any]] = []
+    for section, tables in (
+        ("config", [flatten(run.config) for run in runs]),
+        ("metrics", [flatten(run.metrics) for run in runs]),
+    ):
+        names = sorted({name for table in tables for name in table})
+        for name in names:
+            values = [table.get(name, _ABSENT) for table in tables]
+            if len({repr(value) for value in values}) > 1:
+                labels = [_label(run, runs) for run in runs]
+                rows.append({"key": f"{section}.{name}", **dict(zip(labels, values, strict=True))})
+    if not rows:
+        raise NothingFound(f"no differences between {', '.join(args.run_ids)}")
+    import pandas as pd
+
+    _print_table(pd.DataFrame(rows), args.format)
+    return EXIT_OK
+
+
+class _Absent:
+    def __repr__(self) -> str:
+        return "-"
+
+
+_ABSENT = _Absent()
+
+
+def _label(run: MLRun, runs: Sequence[MLRun]) -> str:
+    ids = [other.run_id for other in runs]
+    return run.run_id if ids.count(run.run_id) == 1 else f"{run.project_name}/{run.run_id}"
+
+
+def _load_run(run_id: str, base_dir: str, project_name: str | None) -> MLRun:
+    path = Path(base_dir)
+    if not path.is_dir():
+        raise UsageError(f"no such base directory: {base_dir}")
+    try:
+        return MLRun.load(run_id, path, project_name)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+    except AmbiguousRunError as exc:
+        raise UsageError(f"{exc} (name the project with --project)") from None
+    except RunNotFoundError:
+        where = f"project {project_name!r} of {base_dir}" if project_name else base_dir
+        raise NothingFound(f"no run {run_id!r} in {where}") from None
+
+
+# -- doctor ---------------------------------------------------------------------------------------------------
+
+
+def _doctor_command(args: argparse.Namespace) -> int:
+    base_dir = Path(args.base_dir)
+    if not base_dir.is_dir():
+        raise UsageError(f"no such base directory: {args.base_dir}")
+    problems = _doctor.examine(base_dir, stale_after=args.stale_after * 3600)
+    remaining = 0
+    for problem in problems:
+        where = os.path.relpath(problem.run_dir, base_dir)
+        line = f"{problem.kind:<13} {where}: {problem.detail}"
+        if args.fix and problem.fixable:
+            try:
+                outcome = _doctor.fix(problem)
+            except (OSError, MLManagerError) as exc:
+                remaining += 1
+                print(f"{line}\n{'':14}not fixed: {exc}")
+                continue
+            print(f"{line}\n{'':14}fixed: {outcome}")
+        else:
+            remaining += 1
+            print(line)
+    fixable = sum(problem.fixable for problem in problems)
+    if not problems:
+        print(f"no problems found in {args.base_dir}", file=sys.stderr)
+    elif args.fix:
+        print(f"{len(problems)} problem(s) found, {len(problems) - remaining} fixed", file=sys.stderr)
+    else:
+        hint = f" ({fixable} fixable: run again with --fix)" if fixable else ""
+        print(f"{len(problems)} problem(s) found{hint}", file=sys.stderr)
+    return EXIT_NOTHING if remaining else EXIT_OK
+
+
+# -- output ---------------------------------------------------------------------------------------------------
+
+
+def _print_table(df: pd.DataFrame, form: str) -> None:
+    if form == "csv":
+        sys.stdout.write(_csv(df))
+    elif form == "json":
+        sys.stdout.write(_json(df))
+    elif form == "markdown":
+        from tabulate import tabulate
+
+        print(tabulate(_cells(df), headers=list(df.columns), tablefmt="github", disable_numparse=True))
+    else:
+        print(_fitted_table(df))
+
+
+def _fitted_table(df: pd.DataFrame) -> str:
+    """A plain table no wider than the terminal: columns that do not fit are left out, and said so on stderr."""
+    from tabulate import tabulate
+
+    width = shutil.get_terminal_size((120, 24)).columns
+    cells = _cells(df)
+    headers = [str(c) for c in df.columns]
+    shown = len(headers)
+    while True:
+        text = tabulate(
+            [row[:shown] for row in cells], headers=headers[:shown], tablefmt="simple", disable_numparse=True
+        )
+        if shown <= 1 or max(len(line) for line in text.splitlines()) <= width:
+            break
+        shown -= 1
+    if shown < len(headers):
+        left = ", ".join(headers[shown:])
+        print(
+            f"{len(headers) - shown} column(s) left out to fit the terminal: {left} (choose with --columns)",
+            file=sys.stderr,
+        )
+    return text
+
+
+def _cells(df: pd.DataFrame) -> list[list[str]]:
+    return [[_cell(value) for value in row] for row in df.itertuples(index=False, name=None)]
+
+
+def _cell(value: Any) -> str:
+    if _missing(value):
+        return ""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, datetime.datetime):
+        return value.isoformat(sep=" ", timespec="seconds")
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_cell(v) for v in value) + "]"
+    return str(value)
+
+
+def _short_time(value: Any) -> Any:
+    if isinstance(value, datetime.datetime):
+        return value.astimezone(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    return value
+
+
+def _missing(value: Any) -> bool:
+    """None, NaN, NaT, pd.NA: an empty cell."""
+    if value is None:
+        return True
+    if isinstance(value, float):
+        return math.isnan(value)
+    if isinstance(value, (str, int, list, tuple, dict, _Absent)):
+        return False
+    import pandas as pd
+
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def _csv(df: pd.DataFrame) -> str:
+    text: str = df.to_csv(index=False, date_format="%Y-%m-%dT%H:%M:%S.%f%z")
+    return text
+
+
+def _json(df: pd.DataFrame) -> str:
+    records = [
+        {str(name): _json_cell(value) for name, value in zip(df.columns, row, strict=True)}
+        for row in df.itertuples(index=False, name=None)
+    ]
+    return json.dumps(records, indent=2, default=_json_value, ensure_ascii=False) + "\n"
+
+
+def _json_cell(value: Any) -> Any:
+    # Strict JSON: an empty cell (NaN included) is null, an infinity the string "inf" or "-inf".
+    if _missing(value):
+        return None
+    if isinstance(value, float) and math.isinf(value):
+        return str(value)
+    return value
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
+        return value.isoformat()
+    if hasattr(value, "item"):  # numpy and pandas scalars
+        return value.item()
+    if isinstance(value, _Absent):
+        return None
+    return str(value)
+
+
+def _warning_line(message: Warning | str, category: type[Warning], *_: Any, **__: Any) -> None:
+    print(f"ml-manager: warning: {message}", file=sys.stderr)
+
+
+def _error(message: object) -> None:
+    print(f"ml-manager: error: {message}", file=sys.stderr)
+
+
+def run() -> NoReturn:
+    """The console script's entry point."""
+    sys.exit(main())
