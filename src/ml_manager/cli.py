@@ -175,10 +175,10 @@ def _ls(args: argparse.Namespace) -> int:
     if args.columns:
         columns = [name.strip() for name in args.columns.split(",") if name.strip()]
         _check_columns(df, columns)
-        view = df[columns]
+        view, drop_order = df[columns], None
     else:
-        view = _summary(df, project)
-    _print_table(view, args.format)
+        view, drop_order = _summary(df, project)
+    _print_table(view, args.format, drop_order)
     return EXIT_OK
 
 
@@ -198,8 +198,9 @@ def _check_columns(df: pd.DataFrame, columns: Sequence[str]) -> None:
         raise UsageError(f"unknown column {unknown[0]!r}; the columns are: {known}")
 
 
-def _summary(df: pd.DataFrame, project: MLProject) -> pd.DataFrame:
-    """Ids, status, creation time, the config keys that vary between runs, the metrics."""
+def _summary(df: pd.DataFrame, project: MLProject) -> tuple[pd.DataFrame, list[str]]:
+    """Ids, status, creation time, the config keys that vary between runs, the metrics; and the order in which
+    to leave columns out when the table is too wide."""
     varying = [name for name in project.config_columns if name in df.columns and _varies(df[name])]
     columns = [
         "run_id",
@@ -211,7 +212,10 @@ def _summary(df: pd.DataFrame, project: MLProject) -> pd.DataFrame:
     view: pd.DataFrame = df[columns].rename(columns=_META_COLUMNS).copy()
     if "created" in view.columns:
         view["created"] = [_short_time(value) for value in view["created"]]
-    return view
+    # On a narrow terminal the config goes first (from the right), then the creation time, then the metrics.
+    metrics = [name for name in project.metric_columns if name in df.columns]
+    drop_order = [*varying[:_MAX_VARYING_CONFIG][::-1], "created", *metrics[::-1], "status", "project_name"]
+    return view, [name for name in drop_order if name in view.columns]
 
 
 def _varies(column: pd.Series[Any]) -> bool:
@@ -384,7 +388,7 @@ def _doctor_command(args: argparse.Namespace) -> int:
 # -- output ---------------------------------------------------------------------------------------------------
 
 
-def _print_table(df: pd.DataFrame, form: str) -> None:
+def _print_table(df: pd.DataFrame, form: str, drop_order: Sequence[str] | None = None) -> None:
     if form == "csv":
         sys.stdout.write(_csv(df))
     elif form == "json":
@@ -394,28 +398,33 @@ def _print_table(df: pd.DataFrame, form: str) -> None:
 
         print(tabulate(_cells(df), headers=list(df.columns), tablefmt="github", disable_numparse=True))
     else:
-        print(_fitted_table(df))
+        print(_fitted_table(df, drop_order))
 
 
-def _fitted_table(df: pd.DataFrame) -> str:
-    """A plain table no wider than the terminal: columns that do not fit are left out, and said so on stderr."""
+def _fitted_table(df: pd.DataFrame, drop_order: Sequence[str] | None = None) -> str:
+    """A plain table no wider than the terminal.
+
+    Columns that do not fit are left out, in ``drop_order`` (default: from the right, never the first), and
+    said so on stderr.
+    """
     from tabulate import tabulate
 
     width = shutil.get_terminal_size((120, 24)).columns
-    cells = _cells(df)
     headers = [str(c) for c in df.columns]
-    shown = len(headers)
+    cells = _cells(df)
+    order = list(drop_order) if drop_order is not None else headers[:0:-1]
+    dropped: list[str] = []
     while True:
-        text = tabulate(
-            [row[:shown] for row in cells], headers=headers[:shown], tablefmt="simple", disable_numparse=True
-        )
-        if shown <= 1 or max(len(line) for line in text.splitlines()) <= width:
+        keep = [i for i, name in enumerate(headers) if name not in dropped]
+        rows = [[row[i] for i in keep] for row in cells]
+        text: str = tabulate(rows, headers=[headers[i] for i in keep], tablefmt="simple", disable_numparse=True)
+        if len(dropped) == len(order) or max(len(line) for line in text.splitlines()) <= width:
             break
-        shown -= 1
-    if shown < len(headers):
-        left = ", ".join(headers[shown:])
+        dropped.append(order[len(dropped)])
+    if dropped:
+        left = ", ".join(name for name in headers if name in dropped)
         print(
-            f"{len(headers) - shown} column(s) left out to fit the terminal: {left} (choose with --columns)",
+            f"{len(dropped)} column(s) left out to fit the terminal: {left} (choose with --columns)",
             file=sys.stderr,
         )
     return text
