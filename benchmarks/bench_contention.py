@@ -1,8 +1,9 @@
 """Contention: P processes x C calls of ``add_metrics`` on one run, at once.
 
 Reports throughput and the distribution of single-call latency (which bounds the wait for the lock), for
-ml_manager as shipped and for the same code polling the lock at filelock's default interval (50 ms), in one
-run, rounds interleaved.
+ml_manager as shipped (waiters queue up first come, first served, then take the lock), for the lock alone
+polled every 2 ms, and for the lock alone polled at filelock's default interval (50 ms), in one run, rounds
+interleaved.
 
 Usage: python benchmarks/bench_contention.py [--processes P] [--calls C] [--rounds R]
 """
@@ -19,11 +20,13 @@ from typing import Any
 
 from ml_manager import MLRun, _locking
 
-VARIANTS = ("ml_manager as shipped", "filelock's default polling (50 ms)")
+VARIANTS = ("ml_manager as shipped", "no queue, polling every 2 ms", "filelock's default polling (50 ms)")
 
 
 def _worker(run_dir: str, name: int, calls: int, variant: str, *, barrier: Any, out: Any) -> None:
     if variant != VARIANTS[0]:
+        _locking.FAIR_QUEUE = False  # the lock alone, polled
+    if variant == VARIANTS[2]:
         _locking._POLL_INTERVAL = 0.05  # what FileLock.acquire does by default
     run = MLRun.attach(run_dir)
     latencies = []

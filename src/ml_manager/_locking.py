@@ -22,13 +22,14 @@ import os
 import threading
 import time
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from ._queue import FairQueue
 from .errors import LockTimeoutError
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
-    from pathlib import Path
 
     import filelock
 
@@ -42,6 +43,8 @@ LOCK_FILES: dict[LockKind, str] = {"flock": "run.lock", "soft": "run.soft.lock"}
 # How often a waiting process retries a held lock.  filelock's default of 50 ms lets the holder win again
 # and again under contention; a few milliseconds keeps waits short at negligible CPU cost.
 _POLL_INTERVAL = 0.002
+# Waiting processes queue up, first come, first served (see _queue); off only to measure what it buys.
+FAIR_QUEUE = True
 
 
 class _Registry:
@@ -52,7 +55,7 @@ class _Registry:
 
     def reset(self) -> None:
         self.guard = threading.Lock()
-        self.locks: dict[str, tuple[threading.Lock, filelock.BaseFileLock]] = {}
+        self.locks: dict[str, tuple[threading.Lock, filelock.BaseFileLock, FairQueue | None]] = {}
 
 
 _registry = _Registry()
@@ -110,41 +113,65 @@ def run_lock(lock_file: Path, timeout: float, kind: LockKind = "flock") -> Itera
     Raises:
         LockTimeoutError: the lock was not free within ``timeout``.
     """
-    thread_lock, file_lock = _locks_for(lock_file, kind)
+    thread_lock, file_lock, queue = _locks_for(lock_file, kind)
     deadline = time.monotonic() + timeout
     if not thread_lock.acquire(timeout=timeout):
         raise LockTimeoutError(str(lock_file), timeout)
+    token = None
     try:
-        remaining = max(0.0, deadline - time.monotonic())
         try:
-            file_lock.acquire(timeout=remaining, poll_interval=_POLL_INTERVAL)
-        except TimeoutError as exc:  # filelock.Timeout
+            # Straight to the lock when nobody is queued; else first come, first served (see _queue).
+            if queue is None or not queue.empty() or not _try(file_lock):
+                if queue is not None:
+                    token = queue.join(deadline)
+                remaining = max(0.0, deadline - time.monotonic())
+                file_lock.acquire(timeout=remaining, poll_interval=_POLL_INTERVAL)
+        except TimeoutError as exc:  # filelock.Timeout, or the queue's
+            if token is not None:
+                queue.leave(token)  # type: ignore[union-attr]
             raise LockTimeoutError(str(lock_file), timeout) from exc
         try:
             yield
         finally:
             file_lock.release()
+            if token is not None:
+                queue.leave(token)  # type: ignore[union-attr]
     finally:
         thread_lock.release()
 
 
-def _locks_for(lock_file: Path, kind: LockKind) -> tuple[threading.Lock, filelock.BaseFileLock]:
+def _try(file_lock: filelock.BaseFileLock) -> bool:
+    try:
+        file_lock.acquire(timeout=0)
+    except TimeoutError:
+        return False
+    return True
+
+
+def _locks_for(lock_file: Path, kind: LockKind) -> tuple[threading.Lock, filelock.BaseFileLock, FairQueue | None]:
     import filelock  # imported on first use: importing ml_manager stays cheap for processes that only read
 
     key = os.path.abspath(lock_file)
     registry = _registry
     with registry.guard:
-        pair = registry.locks.get(key)
-        if pair is None:
-            cls = filelock.SoftFileLock if kind == "soft" else filelock.FileLock
-            pair = (threading.Lock(), cls(key, thread_local=False))
-            registry.locks[key] = pair
-        return pair
+        entry = registry.locks.get(key)
+        if entry is None:
+            if kind == "soft":
+                entry = (threading.Lock(), filelock.SoftFileLock(key, thread_local=False), None)
+            else:
+                queue = FairQueue(Path(key)) if FAIR_QUEUE else None
+                entry = (threading.Lock(), filelock.FileLock(key, thread_local=False), queue)
+            registry.locks[key] = entry
+        return entry
 
 
 def _forget_locks_after_fork() -> None:
     # A child forked while another thread held a lock would inherit it locked forever; the child starts
-    # with fresh lock objects instead (its file locks are taken anew through its own descriptors).
+    # with fresh lock objects instead (its file locks are taken anew through its own descriptors), and closes
+    # the queue descriptors it inherited, whose flocks are the parent's.
+    for _, _, queue in _registry.locks.values():
+        if queue is not None:
+            queue.close_after_fork()
     _registry.reset()
 
 
