@@ -14,12 +14,15 @@ What it finds, run by run (``base_dir/project_name/run_id``):
 * ``stale-temp``: a temp file of the atomic write older than a minute (a writer killed mid-write).  Fix:
   removed, under the run's lock.
 * ``stale-lock``: a soft lock file whose holder died on this host, or that holds no readable holder and is
-  older than a minute.  Fix: removed.  (A flock ``run.lock`` is never stale: the kernel releases it.)
+  older than a minute; an entry of the lock's waiting queue that nobody holds, older than a minute (left by a
+  writer that gave up or died while waiting).  Fix: removed.  (A flock ``run.lock`` is never stale: the
+  kernel releases it.)
 """
 
 from __future__ import annotations
 
 import datetime
+import fcntl
 import os
 import time
 from pathlib import Path
@@ -28,6 +31,7 @@ from typing import Any, NamedTuple
 from . import _history, _storage
 from ._atomic import _TEMP_NAME, remove_stale_temps
 from ._locking import LOCK_FILES, resolve_lock_kind, resolve_lock_timeout, run_lock
+from ._queue import NODE_SUFFIX, QUEUE_SUFFIX
 from .errors import CorruptRunFileError
 
 QUIET_SECONDS = 60.0
@@ -65,8 +69,16 @@ def fix(problem: Problem) -> str:
             removed = remove_stale_temps(run_dir)
         return f"removed {len(removed)} temp file(s)"
     if problem.kind == "stale-lock":
-        (run_dir / LOCK_FILES["soft"]).unlink(missing_ok=True)
-        return "removed the soft lock file"
+        done = []
+        if _stale_soft_lock(run_dir / LOCK_FILES["soft"], time.time()):
+            (run_dir / LOCK_FILES["soft"]).unlink(missing_ok=True)
+            done.append("removed the soft lock file")
+        nodes = _stale_queue_nodes(run_dir, time.time())
+        for node in nodes:
+            node.unlink(missing_ok=True)
+        if nodes:
+            done.append(f"removed {len(nodes)} queue entry(ies)")
+        return "; ".join(done) or "nothing left to do"
     if problem.kind == "crashed":
         return _mark_crashed(run_dir)
     if problem.kind == "corrupt":
@@ -87,6 +99,11 @@ def _examine_run(run_dir: Path, now: float, stale_after: float) -> list[Problem]
         stale = _stale_soft_lock(run_dir / LOCK_FILES["soft"], now)
         if stale:
             problems.append(Problem("stale-lock", run_dir, stale, True))
+    if LOCK_FILES["flock"] + QUEUE_SUFFIX in names:
+        nodes = _stale_queue_nodes(run_dir, now)
+        if nodes:
+            detail = f"{len(nodes)} queue entry(ies) left by writers that gave up or died while waiting"
+            problems.append(Problem("stale-lock", run_dir, detail, True))
     try:
         config, _, _ = _storage.read_run_files(str(run_dir))
     except FileNotFoundError:
@@ -172,6 +189,27 @@ def _stale_soft_lock(lock_file: Path, now: float) -> str | None:
     if (not lines[0].isdigit() or len(lines) < 2) and _age(lock_file, now) > QUIET_SECONDS:
         return "soft lock file with no readable holder, untouched for over a minute"
     return None
+
+
+def _stale_queue_nodes(run_dir: Path, now: float) -> list[Path]:
+    """Queue entries nobody holds, untouched for over a minute (see ``_queue``)."""
+    stale = []
+    queue_dir = run_dir / (LOCK_FILES["flock"] + QUEUE_SUFFIX)
+    for node in sorted(queue_dir.glob("*" + NODE_SUFFIX)):
+        if _age(node, now) <= QUIET_SECONDS:
+            continue
+        try:
+            fd = os.open(node, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # free: its owner let go or died
+        except BlockingIOError:
+            continue  # a writer waiting right now
+        finally:
+            os.close(fd)
+        stale.append(node)
+    return stale
 
 
 def _mark_crashed(run_dir: Path) -> str:

@@ -128,7 +128,7 @@ def run_lock(lock_file: Path, timeout: float, kind: LockKind = "flock") -> Itera
                 file_lock.acquire(timeout=remaining, poll_interval=_POLL_INTERVAL)
         except TimeoutError as exc:  # filelock.Timeout, or the queue's
             if token is not None:
-                queue.leave(token)  # type: ignore[union-attr]
+                queue.leave(token, done=False)  # type: ignore[union-attr]
             raise LockTimeoutError(str(lock_file), timeout) from exc
         try:
             yield

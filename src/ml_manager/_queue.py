@@ -7,11 +7,12 @@ waiter can starve for seconds.  The queue orders the waiters instead.  It is a q
 
 * every waiter creates a *node* file named by a fresh token and holds a ``flock`` on it while it waits and
   while it holds the run's lock;
-* ``tail`` names the last node; a newcomer, under a short ``flock`` on ``tail``, reads its predecessor there
-  and writes its own token;
-* a waiter waits until it can ``flock`` its predecessor's node: the predecessor let go of it, because it
-  released the run's lock, gave up, or died (the kernel releases a dead process's flocks).  It then removes
-  that node.
+* ``tail`` names the last node; a newcomer, under a short ``flock`` on ``tail``, reads its predecessor there,
+  records it in its own node, and writes its own token to ``tail``;
+* a waiter waits until it can ``flock`` its predecessor's node, which happens when the predecessor lets go of
+  it (the kernel lets go for a process that dies), then removes that node.  A predecessor that had its turn
+  marked its node done; one that gave up or died while waiting did not, and the waiter then waits for the
+  node that one was waiting for, so the order of everyone else is kept.
 
 A waiter does not poll for that.  It leaves its token in its predecessor's node and sleeps on a datagram socket
 named by its token (Linux's abstract socket namespace: no file, gone with the process); a predecessor that lets
@@ -20,9 +21,9 @@ flock, so a predecessor that died, or that cannot reach the socket (another host
 system without abstract sockets), costs a slice at most, and the caller's deadline is kept.
 
 The queue only decides the order.  Mutual exclusion stays with the run's flock, which the waiter at the head
-still takes; so a waiter that gives up or dies in the middle of the queue, and so lets its successor move on
-early, can never let two writers in at once.  Nothing the queue leaves behind is data: the node of a waiter
-that gave up or died mid-queue is removed by ``ml-manager doctor --fix``.
+still takes: whatever happens to the queue (a waiter killed between two of its steps, a queue file removed by
+hand), two writers can never be in at once.  Nothing the queue leaves behind is data: the node of a waiter
+that died mid-queue is removed by ``ml-manager doctor --fix``.
 
 When the queue is empty the lock is tried directly, so an uncontended writer pays for no queue files at all.
 """
@@ -44,7 +45,9 @@ if TYPE_CHECKING:
 QUEUE_SUFFIX = ".queue"
 TAIL_FILE = "tail"
 NODE_SUFFIX = ".node"
-_RECORD = 32  # tail and node files hold one token, padded to this many bytes; blank for none
+_RECORD = 32  # a token, padded to this many bytes; blank for none
+# A node file: the token of the waiter behind (to wake), of the waiter ahead, and "d" once it had its turn.
+_SUCC, _PRED, _DONE = 0, _RECORD, 2 * _RECORD
 _SLICE = 0.01  # longest sleep between two looks at the predecessor's flock
 _MAX_POLL = 0.0005  # without a wake-up socket: the longest sleep between two looks
 _ABSTRACT = sys.platform.startswith("linux")
@@ -73,56 +76,93 @@ class FairQueue:
         return not os.pread(self._tail(), _RECORD, 0).strip()
 
     def join(self, deadline: float) -> str:
-        """Queue up and wait for the predecessor to let go; returns this waiter's token.
+        """Queue up and wait for the waiters ahead to let go; returns this waiter's token.
 
         Raises:
-            TimeoutError: the predecessor did not let go before ``deadline`` (``time.monotonic()``); this
+            TimeoutError: the waiters ahead did not let go before ``deadline`` (``time.monotonic()``); this
                 waiter has left the queue.
         """
         token = os.urandom(8).hex()
         node = _node(self.directory, token)
-        self._node_fd = os.open(node, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
-        fcntl.flock(self._node_fd, fcntl.LOCK_EX)  # a fresh file: nobody else has it yet
+        self._node_fd = fd = os.open(node, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        fcntl.flock(fd, fcntl.LOCK_EX)  # a fresh file: nobody else has it yet
         inbox = _inbox(token)
         try:
             try:
                 with self._tail_locked(deadline) as tail:
                     predecessor = os.pread(tail, _RECORD, 0).strip().decode()
+                    # Who is ahead, recorded before anyone can see this node: should this waiter give up or
+                    # die, its successor waits for that one instead.
+                    os.pwrite(fd, predecessor.encode().ljust(_RECORD), _PRED)
                     os.pwrite(tail, token.encode().ljust(_RECORD), 0)
             except BaseException:
                 os.unlink(node)
-                os.close(self._node_fd)
+                os.close(fd)
                 self._node_fd = None
                 raise
-            if predecessor:
-                try:
-                    _wait_for(_node(self.directory, predecessor), token, inbox, deadline)
-                except BaseException:
-                    self.leave(token)
-                    raise
+            try:
+                self._wait_for(predecessor, token, inbox, deadline)
+            except BaseException:
+                self.leave(token, done=False)
+                raise
         finally:
             if inbox is not None:
                 inbox.close()
         return token
 
-    def leave(self, token: str) -> None:
-        """Leave the queue: the successor, if any, is woken and moves on."""
+    def leave(self, token: str, *, done: bool = True) -> None:
+        """Leave the queue; the successor, if any, is woken.
+
+        Args:
+            token: what :meth:`join` returned.
+            done: this waiter had its turn.  ``False`` when it gives up: its successor then waits for the
+                waiter that was ahead of it.
+        """
+        fd, self._node_fd = self._node_fd, None
         successor = ""
         try:
+            if fd is not None and done:
+                os.pwrite(fd, b"d", _DONE)
             with self._tail_locked(None) as tail:
                 if os.pread(tail, _RECORD, 0).strip().decode() == token:
-                    # Nobody came after: empty the queue and remove the node (else the successor removes it).
-                    os.pwrite(tail, b" " * _RECORD, 0)
+                    # Nobody came after: the queue ends with whoever was ahead (nobody, once done), and this
+                    # node is removed here (else the successor removes it).
+                    ahead = b"" if done or fd is None else os.pread(fd, _RECORD, _PRED).strip()
+                    os.pwrite(tail, ahead.ljust(_RECORD), 0)
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(_node(self.directory, token))
-                elif self._node_fd is not None:
-                    successor = os.pread(self._node_fd, _RECORD, 0).strip().decode()
+                elif fd is not None:
+                    successor = os.pread(fd, _RECORD, _SUCC).strip().decode()
         finally:
-            fd, self._node_fd = self._node_fd, None
             if fd is not None:
                 os.close(fd)  # releases the node's flock
         if successor:
             self._wake(successor)
+
+    def _wait_for(self, predecessor: str, token: str, inbox: socket.socket | None, deadline: float) -> None:
+        """Wait until the waiter ahead has had its turn, skipping any that gave up or died while waiting."""
+        ahead = predecessor
+        while ahead:
+            if self._node_fd is not None:
+                os.pwrite(self._node_fd, ahead.encode().ljust(_RECORD), _PRED)
+            node = _node(self.directory, ahead)
+            try:
+                fd = os.open(node, os.O_RDWR | os.O_CLOEXEC)
+            except FileNotFoundError:
+                return  # removed already: it had its turn long ago
+            try:
+                if inbox is not None:
+                    os.pwrite(fd, token.encode().ljust(_RECORD), _SUCC)  # where to send the wake-up
+                _wait_for_flock(fd, inbox, deadline)
+                record = os.pread(fd, _DONE + 1, 0)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(node)
+            finally:
+                os.close(fd)
+            if record[_DONE : _DONE + 1] == b"d":
+                return
+            # It let go without its turn (gave up, or died): wait for the one it was waiting for.
+            ahead = record[_PRED : _PRED + _RECORD].strip().decode()
 
     def close_after_fork(self) -> None:
         """In a forked child: close the inherited descriptors, whose flocks belong to the parent."""
@@ -192,32 +232,21 @@ def _inbox(token: str) -> socket.socket | None:
     return inbox
 
 
-def _wait_for(node: str, token: str, inbox: socket.socket | None, deadline: float) -> None:
-    """Wait until the predecessor's node is free (its owner let go or died), then remove it."""
-    try:
-        fd = os.open(node, os.O_RDWR | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return  # removed already: its owner is long gone
-    try:
-        if inbox is not None:
-            os.pwrite(fd, token.encode().ljust(_RECORD), 0)  # where to send the wake-up
-        interval = 0.00005
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise TimeoutError from None
-                if inbox is not None:
-                    inbox.settimeout(min(remaining, _SLICE))
-                    with contextlib.suppress(TimeoutError):
-                        inbox.recv(16)
-                else:
-                    time.sleep(min(interval, remaining))
-                    interval = min(interval * 1.5, _MAX_POLL)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(node)
-    finally:
-        os.close(fd)
+def _wait_for_flock(fd: int, inbox: socket.socket | None, deadline: float) -> None:
+    """Take the flock on ``fd``: asleep on ``inbox`` in slices, or polling where there is no inbox."""
+    interval = 0.00005
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError from None
+            if inbox is not None:
+                inbox.settimeout(min(remaining, _SLICE))
+                with contextlib.suppress(TimeoutError):
+                    inbox.recv(16)
+            else:
+                time.sleep(min(interval, remaining))
+                interval = min(interval * 1.5, _MAX_POLL)
