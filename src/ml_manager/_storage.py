@@ -4,6 +4,7 @@
         config.toml    the user's config + [_wandb] + [_meta]
         metrics.toml   the latest value of every metric key, merged from every writer
         run.lock       the run's lock file (run.soft.lock with the soft lock); never data
+        run.lock.queue/  the writers waiting for the lock, first come, first served (see _queue); never data
         .*.tmp         in-flight temp files of the atomic write; never data, removed by the next writer
 
 Readers take no lock: every file is replaced atomically, so a read sees one whole version of it.
