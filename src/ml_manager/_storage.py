@@ -12,9 +12,7 @@ Readers take no lock: every file is replaced atomically, so a read sees one whol
 
 from __future__ import annotations
 
-import datetime
 import os
-import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -22,6 +20,7 @@ from typing import Any, NamedTuple
 from ._atomic import atomic_write, remove_stale_temps, sync_directory_of
 from ._cache import FileKey, file_key
 from ._locking import LOCK_FILES, LockKind, run_lock
+from ._toml import dumps, parse_toml
 from .errors import CorruptRunFileError
 
 CONFIG_FILE = "config.toml"
@@ -169,44 +168,9 @@ def read_toml_or_empty(path: Path) -> dict[str, Any]:
         return {}
 
 
-def parse_toml(text: str) -> dict[str, Any]:
-    """Parse TOML text, with every time-zone-aware datetime on a standard :class:`datetime.timezone`.
-
-    Parsing is most of the cost of loading a project, so this uses rtoml (about ten times tomllib's speed on
-    run files).  rtoml gives aware datetimes its own tzinfo class; they are moved to ``datetime.timezone`` so
-    values compare, pickle and convert in pandas exactly as the ones written.
-
-    Raises:
-        ValueError: the text is not valid TOML.
-    """
-    import rtoml  # imported on first use: most processes that import ml_manager only write
-
-    document: dict[str, Any] = rtoml.loads(text)
-    if _AWARE_TIME.search(text):
-        _standard_timezones(document)
-    return document
-
-
-# The end of a TOML time with a UTC offset: seconds, optional fraction, then Z or ±HH:MM.  Only a file that has
-# one is walked for datetimes to convert (a false match just costs the walk).
-_AWARE_TIME = re.compile(r"\d:\d\d(?:\.\d+)?(?:[zZ]|[+-]\d\d:\d\d)")
-
-
-def _standard_timezones(container: dict[str, Any] | list[Any]) -> None:
-    items = container.items() if isinstance(container, dict) else enumerate(container)
-    for key, value in items:
-        kind = type(value)
-        if kind is dict or kind is list:
-            _standard_timezones(value)
-        elif kind is datetime.datetime and value.tzinfo is not None:
-            container[key] = value.replace(tzinfo=datetime.timezone(value.utcoffset()))  # type: ignore[index]
-
-
 def write_toml(path: Path, document: Mapping[str, Any], *, durable: bool, sync_directory: bool = True) -> None:
     """Serialise ``document`` and replace ``path`` with it through the atomic write primitive."""
-    import tomli_w  # imported on first use, like the parser
-
-    atomic_write(path, tomli_w.dumps(document).encode("utf-8"), durable=durable, sync_directory=sync_directory)
+    atomic_write(path, dumps(document).encode("utf-8"), durable=durable, sync_directory=sync_directory)
 
 
 def deep_merge(base: dict[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
