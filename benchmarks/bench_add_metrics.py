@@ -5,9 +5,15 @@ even on a noisy machine.  The floors do exactly what the write protocol does and
 
     lock -> read -> parse -> merge -> dump -> write temp -> fsync -> replace -> fsync dir -> unlock
 
-``floor (filelock)`` takes the lock through filelock, as ml_manager does; ``floor (flock)`` through a bare
-blocking ``fcntl.flock``, the least any cross-process lock can cost.  ``floor (filelock) + history`` also
-appends the call's history record and fsyncs it, as ``add_metrics`` does since it keeps a per-step history.
+``floor (filelock)`` takes the lock through filelock, as ml_manager does, and parses and dumps with tomllib and
+tomli-w; ``floor (flock)`` is the leanest: a bare blocking ``fcntl.flock``, the least any cross-process lock
+can cost, and the fastest parser and dumper installed (rtoml).  ``... + history`` also appends the call's
+history record and fsyncs it, as ``add_metrics`` does since it keeps a per-step history: the floor of
+everything ``add_metrics`` does.
+
+Where MLflow is installed (never a dependency of the package: ``pip install mlflow-skinny`` to include it),
+its file store logging the same 20 metrics with ``log_batch`` is measured too, as a peer.  It does not fsync,
+so it is not a floor.
 
 Usage: python benchmarks/bench_add_metrics.py [--calls N] [--rounds R] [--dir DIR]
 """
@@ -83,9 +89,32 @@ def floor_filelock(directory: Path) -> Callable[[dict[str, float]], None]:
 
 
 def floor_filelock_history(directory: Path) -> Callable[[dict[str, float]], None]:
-    update = floor_filelock(directory)
-    history = directory / "floor_history.jsonl"
+    return _with_history(floor_filelock(directory), directory / "floor_history.jsonl")
 
+
+def floor_flock(directory: Path) -> Callable[[dict[str, float]], None]:
+    import rtoml  # the fastest TOML parser and dumper installed (ml_manager depends on it)
+
+    lock_path = directory / "flock.lock"
+    target = directory / "floor_flock.toml"
+
+    def call(metrics: dict[str, float]) -> None:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                current = rtoml.loads(target.read_bytes().decode())
+            except FileNotFoundError:
+                current = {}
+            current.update(metrics)
+            _replace_durably(target, rtoml.dumps(current).encode())
+        finally:
+            os.close(fd)  # closing the descriptor releases the flock
+
+    return call
+
+
+def _with_history(update: Callable[[dict[str, float]], None], history: Path) -> Callable[[dict[str, float]], None]:
     def call(metrics: dict[str, float]) -> None:
         update(metrics)
         line = json.dumps({"step": None, "time": time.time(), "writer": "floor", "metrics": metrics}) + "\n"
@@ -99,17 +128,21 @@ def floor_filelock_history(directory: Path) -> Callable[[dict[str, float]], None
     return call
 
 
-def floor_flock(directory: Path) -> Callable[[dict[str, float]], None]:
-    lock_path = directory / "flock.lock"
-    target = directory / "floor_flock.toml"
+def peer_mlflow(directory: Path) -> Callable[[dict[str, float]], None] | None:
+    """MLflow's file store, where MLflow is installed."""
+    os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+    try:
+        from mlflow.entities import Metric
+        from mlflow.tracking import MlflowClient
+    except ImportError:
+        return None
+    client = MlflowClient(tracking_uri=(directory / "mlruns").as_uri())
+    run_id = client.create_run(client.create_experiment("bench")).info.run_id
+    step = iter(range(10**9))
 
     def call(metrics: dict[str, float]) -> None:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            _update(target, metrics)
-        finally:
-            os.close(fd)  # closing the descriptor releases the flock
+        now, at = int(time.time() * 1000), next(step)
+        client.log_batch(run_id, metrics=[Metric(key, value, now, at) for key, value in metrics.items()])
 
     return call
 
@@ -155,8 +188,12 @@ def main() -> None:
             "floor (filelock)": floor_filelock(directory),
             "floor (filelock) + history": floor_filelock_history(directory),
             "floor (flock)": floor_flock(directory),
+            "floor (flock) + history": _with_history(floor_flock(directory), directory / "flock_history.jsonl"),
             "ml_manager, 1000-key run, 2 keys": ours_long(directory),
         }
+        mlflow = peer_mlflow(directory)
+        if mlflow is not None:
+            contenders["MLflow file store (peer)"] = mlflow
         for call in contenders.values():  # warm up: create the files, fill the page cache
             per_call(call, 10)
         results: dict[str, list[float]] = {name: [] for name in contenders}
@@ -171,8 +208,13 @@ def main() -> None:
         median = statistics.median(rounds)
         print(f"{name:34}{median * 1e3:10.3f}{min(rounds) * 1e3:11.3f}{max(rounds) * 1e3:11.3f}{median / base:15.2f}")
     mine = statistics.median(results["ml_manager add_metrics"])
-    for floor in ("floor (filelock)", "floor (filelock) + history", "floor (flock)"):
+    for floor in ("floor (filelock)", "floor (filelock) + history", "floor (flock) + history"):
         print(f"ml_manager / {floor} = {mine / statistics.median(results[floor]):.2f}")
+    print(f"ml_manager / floor (flock) = {mine / base:.2f}   (goal <= 1.3)")
+    if "MLflow file store (peer)" in results:
+        print(f"ml_manager / MLflow file store = {mine / statistics.median(results['MLflow file store (peer)']):.2f}")
+    else:
+        print("MLflow is not installed: no peer figure (pip install mlflow-skinny to add it)")
     long = statistics.median(results["ml_manager, 1000-key run, 2 keys"])
     print(f"1000-key run, 2 keys / 20-key run, 20 keys = {long / mine:.2f}   (goal <= 2)")
 
