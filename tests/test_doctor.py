@@ -208,3 +208,25 @@ def test_a_reused_pid_does_not_keep_a_dead_run_alive(base_dir: Path) -> None:
     problems = _doctor.examine(base_dir)
     assert [problem.kind for problem in problems] == ["crashed"]
     run._finished = True
+
+
+def test_an_empty_soft_lock_left_for_a_minute_is_removed(base_dir: Path) -> None:
+    # What a writer killed between creating the soft lock file and writing its pid leaves behind.
+    run = _finished(base_dir, "demo", {"accuracy": 0.5})
+    lock_file = run.run_dir / "run.soft.lock"
+    lock_file.write_bytes(b"")
+    assert _doctor.examine(base_dir) == []  # it may be a writer between those two steps right now
+    _age(lock_file, HOUR)
+    assert [problem.kind for problem in _doctor.examine(base_dir)] == ["stale-lock"]
+    assert doctor(base_dir, "--fix").returncode == 0
+    assert not lock_file.exists()
+
+
+def test_a_real_soft_lock_of_a_live_writer_is_left_alone(base_dir: Path) -> None:
+    run = MLRun.create({"lr": 1}, base_dir, "demo", lock="soft")
+    from ml_manager._locking import run_lock
+
+    with run_lock(run.run_dir / "run.soft.lock", 10, "soft"):
+        _age(run.run_dir / "run.soft.lock", HOUR)
+        assert _doctor.examine(base_dir) == []
+    run.finish()
