@@ -12,6 +12,7 @@ Readers take no lock: every file is replaced atomically, so a read sees one whol
 
 from __future__ import annotations
 
+import datetime
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -186,11 +187,17 @@ def deep_merge(base: dict[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
 
 def copy_document(value: Any) -> Any:
     """A deep copy of a parsed document (tables and arrays copied, leaves shared: they are immutable)."""
+    kind = type(value)
+    if kind is dict:  # the common case first: a long metrics.toml is copied on every write
+        return {k: v if type(v) in _LEAVES else copy_document(v) for k, v in value.items()}
     if isinstance(value, Mapping):
         return {k: copy_document(v) for k, v in value.items()}
     if isinstance(value, list):
         return [copy_document(v) for v in value]
     return value
+
+
+_LEAVES = frozenset({str, int, float, bool, datetime.datetime, datetime.date, datetime.time})
 
 
 def update_file(

@@ -10,12 +10,13 @@ tests check against tomli-w on generated documents.
 from __future__ import annotations
 
 import datetime
+import functools
 import math
 import re
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
 
 # The end of a TOML time with a UTC offset: seconds, optional fraction, then Z or ±HH:MM.  Only a file that has
 # one is walked for datetimes to convert (a false match just costs the walk).
@@ -66,7 +67,8 @@ def _write_table(table: dict[str, Any], name: str, out: list[str]) -> bool:
         if kind is dict:
             subtables.append((key, value))
             continue
-        text = _scalar(value) if kind is not list else _array(value)
+        write = _WRITERS.get(kind)
+        text = write(value) if write is not None else _array(value) if kind is list else None
         if text is None or type(key) is not str:
             return False
         lines.append(f"{_key(key)} = {text}\n")
@@ -83,26 +85,21 @@ def _write_table(table: dict[str, Any], name: str, out: list[str]) -> bool:
     return True
 
 
-def _scalar(value: Any) -> str | None:
-    kind = type(value)
-    if kind is str:
-        return _string(value)
-    if kind is bool:
-        return "true" if value else "false"
-    if kind is int:
-        return str(value)
-    if kind is float:
-        return repr(value) if math.isfinite(value) else ("nan" if math.isnan(value) else str(value))
-    return None
+def _float(value: float) -> str:
+    return repr(value) if math.isfinite(value) else ("nan" if math.isnan(value) else str(value))
 
 
 def _array(values: list[Any]) -> str | None:
-    items = [_scalar(value) for value in values]
-    if None in items:
-        return None
-    return "[" + ", ".join(items) + "]"  # type: ignore[arg-type]
+    items = []
+    for value in values:
+        write = _WRITERS.get(type(value))
+        if write is None:
+            return None
+        items.append(write(value))
+    return "[" + ", ".join(items) + "]"
 
 
+@functools.lru_cache(maxsize=4096)  # a run logs the same keys again and again
 def _key(key: str) -> str:
     return key if _BARE_KEY.fullmatch(key) else _string(key)
 
@@ -116,6 +113,14 @@ def _string(text: str) -> str:
 def _escape(match: re.Match[str]) -> str:
     char = match.group()
     return _ESCAPES.get(char) or f"\\u{ord(char):04x}"
+
+
+_WRITERS: dict[type, Callable[[Any], str]] = {
+    str: _string,
+    bool: lambda value: "true" if value else "false",
+    int: str,
+    float: _float,
+}
 
 
 def _standard_timezones(container: dict[str, Any] | list[Any]) -> None:
