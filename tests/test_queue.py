@@ -134,3 +134,17 @@ def test_a_node_being_waited_on_is_not_stale(tmp_path: Path, lock_held_by_a_thre
             os.utime(node, (old, old))
         assert _doctor.examine(base_dir) == []  # its owner holds it: a live waiter
     assert waiting.wait(60) == 0
+
+
+def test_a_queue_that_cannot_be_used_leaves_the_lock_working(tmp_path: Path, lock_held_by_a_thread: HoldLock) -> None:
+    lock_file, order = tmp_path / "run.lock", tmp_path / "order"
+    # Fault: something that is not a directory where the queue goes (as on a filesystem refusing its files).
+    Path(str(lock_file) + _queue.QUEUE_SUFFIX).write_text("not a directory")
+    with lock_held_by_a_thread(lock_file) as release:
+        waiter = subprocess.Popen([sys.executable, CHILD, str(lock_file), "waiter", str(order), "60"])
+        release.set()
+    assert waiter.wait(60) == 0
+    with run_lock(lock_file, 10):
+        (tmp_path / "inside").touch()
+    assert order.read_text().split() == ["waiter"]
+    assert (tmp_path / "inside").exists()

@@ -114,6 +114,8 @@ def run_lock(lock_file: Path, timeout: float, kind: LockKind = "flock") -> Itera
         LockTimeoutError: the lock was not free within ``timeout``.
     """
     thread_lock, file_lock, queue = _locks_for(lock_file, kind)
+    if queue is not None and not queue.usable:
+        queue = None
     deadline = time.monotonic() + timeout
     if not thread_lock.acquire(timeout=timeout):
         raise LockTimeoutError(str(lock_file), timeout)
@@ -123,7 +125,7 @@ def run_lock(lock_file: Path, timeout: float, kind: LockKind = "flock") -> Itera
             # Straight to the lock when nobody is queued; else first come, first served (see _queue).
             if queue is None or not queue.empty() or not _try(file_lock):
                 if queue is not None:
-                    token = queue.join(deadline)
+                    token = _join(queue, deadline)
                 remaining = max(0.0, deadline - time.monotonic())
                 file_lock.acquire(timeout=remaining, poll_interval=_POLL_INTERVAL)
         except TimeoutError as exc:  # filelock.Timeout, or the queue's
@@ -135,9 +137,29 @@ def run_lock(lock_file: Path, timeout: float, kind: LockKind = "flock") -> Itera
         finally:
             file_lock.release()
             if token is not None:
-                queue.leave(token)  # type: ignore[union-attr]
+                _leave(queue, token)  # type: ignore[arg-type]
     finally:
         thread_lock.release()
+
+
+def _join(queue: FairQueue, deadline: float) -> str | None:
+    """Queue up; ``None`` when the queue's files cannot be used here, and the lock alone decides."""
+    try:
+        return queue.join(deadline)
+    except TimeoutError:
+        raise
+    except OSError:
+        # The queue is only for fairness: a filesystem that refuses its files (flock, sockets) costs that,
+        # never the write.  Not tried again in this process.
+        queue.usable = False
+        return None
+
+
+def _leave(queue: FairQueue, token: str) -> None:
+    try:
+        queue.leave(token)
+    except OSError:
+        queue.usable = False
 
 
 def _try(file_lock: filelock.BaseFileLock) -> bool:

@@ -70,10 +70,15 @@ class FairQueue:
         self._tail_fd: int | None = None
         self._node_fd: int | None = None
         self._sender: socket.socket | None = None
+        self.usable = True  # False once its files failed here: the lock alone then decides the order
 
     def empty(self) -> bool:
         """Whether nobody is queued (read without the queue's lock: a hint, not a promise)."""
-        return not os.pread(self._tail(), _RECORD, 0).strip()
+        try:
+            return not os.pread(self._tail(), _RECORD, 0).strip()
+        except OSError:
+            self.usable = False
+            return True
 
     def join(self, deadline: float) -> str:
         """Queue up and wait for the waiters ahead to let go; returns this waiter's token.
