@@ -336,3 +336,19 @@ def test_console_script_and_help() -> None:
 def test_base_dir_from_the_environment(base_dir: Path, runs: list[MLRun]) -> None:
     done = cli("ls", "-f", "json", env={"ML_MANAGER_BASE_DIR": str(base_dir)})
     assert len(json.loads(done.stdout)) == 3
+
+
+def test_a_table_written_to_a_file_or_pipe_keeps_every_column(base_dir: Path, runs: list[MLRun]) -> None:
+    environment = {key: value for key, value in os.environ.items() if key != "COLUMNS"}
+    done = subprocess.run(
+        [sys.executable, "-m", "ml_manager", "ls", str(base_dir)],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=120,
+    )
+    assert done.returncode == 0
+    assert done.stderr == ""
+    header = done.stdout.splitlines()[0].split()
+    assert header == ["run_id", "project_name", "status", "created", "lr", "model.name", "accuracy", "loss"]

@@ -402,14 +402,14 @@ def _print_table(df: pd.DataFrame, form: str, drop_order: Sequence[str] | None =
 
 
 def _fitted_table(df: pd.DataFrame, drop_order: Sequence[str] | None = None) -> str:
-    """A plain table no wider than the terminal.
+    """A plain table no wider than the terminal (as wide as it takes when writing to a file or a pipe).
 
     Columns that do not fit are left out, in ``drop_order`` (default: from the right, never the first), and
     said so on stderr.
     """
     from tabulate import tabulate
 
-    width = shutil.get_terminal_size((120, 24)).columns
+    width = _width()
     headers = [str(c) for c in df.columns]
     cells = _cells(df)
     order = list(drop_order) if drop_order is not None else headers[:0:-1]
@@ -418,7 +418,7 @@ def _fitted_table(df: pd.DataFrame, drop_order: Sequence[str] | None = None) -> 
         keep = [i for i, name in enumerate(headers) if name not in dropped]
         rows = [[row[i] for i in keep] for row in cells]
         text: str = tabulate(rows, headers=[headers[i] for i in keep], tablefmt="simple", disable_numparse=True)
-        if len(dropped) == len(order) or max(len(line) for line in text.splitlines()) <= width:
+        if width is None or len(dropped) == len(order) or max(len(line) for line in text.splitlines()) <= width:
             break
         dropped.append(order[len(dropped)])
     if dropped:
@@ -428,6 +428,13 @@ def _fitted_table(df: pd.DataFrame, drop_order: Sequence[str] | None = None) -> 
             file=sys.stderr,
         )
     return text
+
+
+def _width() -> int | None:
+    """The terminal's width; ``None`` when stdout is no terminal (a file, a pipe) and ``COLUMNS`` is unset."""
+    if os.environ.get("COLUMNS") or sys.stdout.isatty():
+        return shutil.get_terminal_size().columns
+    return None
 
 
 def _cells(df: pd.DataFrame) -> list[list[str]]:
