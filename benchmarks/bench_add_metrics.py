@@ -30,7 +30,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import filelock
 import tomli_w
@@ -68,13 +68,13 @@ def _replace_durably(target: Path, data: bytes) -> None:
         os.close(dir_fd)
 
 
-def _update(target: Path, metrics: dict[str, float]) -> None:
+def _update(target: Path, metrics: dict[str, float], loads: Any = tomllib.loads, dumps: Any = tomli_w.dumps) -> None:
     try:
-        current = tomllib.loads(target.read_bytes().decode())
+        current = loads(target.read_bytes().decode())
     except FileNotFoundError:
         current = {}
     current.update(metrics)
-    _replace_durably(target, tomli_w.dumps(current).encode())
+    _replace_durably(target, dumps(current).encode())
 
 
 def floor_filelock(directory: Path) -> Callable[[dict[str, float]], None]:
@@ -102,12 +102,7 @@ def floor_flock(directory: Path) -> Callable[[dict[str, float]], None]:
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            try:
-                current = rtoml.loads(target.read_bytes().decode())
-            except FileNotFoundError:
-                current = {}
-            current.update(metrics)
-            _replace_durably(target, rtoml.dumps(current).encode())
+            _update(target, metrics, rtoml.loads, rtoml.dumps)
         finally:
             os.close(fd)  # closing the descriptor releases the flock
 

@@ -86,14 +86,27 @@ def test_a_waiter_that_times_out_leaves_the_queue_working(tmp_path: Path, lock_h
     assert _tail(lock_file) == ""
 
 
-def test_doctor_removes_what_a_waiter_killed_at_the_end_of_the_queue_left(
-    tmp_path: Path, lock_held_by_a_thread: HoldLock
-) -> None:
+def _run_for_doctor(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """A base directory with one finished run (enough for the doctor to look at), its lock file, an order file."""
     base_dir = tmp_path / "base"
     run_dir = base_dir / "p" / "r"
     run_dir.mkdir(parents=True)
     (run_dir / "config.toml").write_text('[_meta]\nstatus = "finished"\n[_wandb]\n')
-    lock_file, order = run_dir / "run.lock", tmp_path / "order"
+    return base_dir, run_dir / "run.lock", tmp_path / "order"
+
+
+def _age_queue_entries(lock_file: Path) -> list[Path]:
+    nodes = list(Path(str(lock_file) + _queue.QUEUE_SUFFIX).glob("*" + _queue.NODE_SUFFIX))
+    old = time.time() - 3600
+    for node in nodes:
+        os.utime(node, (old, old))
+    return nodes
+
+
+def test_doctor_removes_what_a_waiter_killed_at_the_end_of_the_queue_left(
+    tmp_path: Path, lock_held_by_a_thread: HoldLock
+) -> None:
+    base_dir, lock_file, order = _run_for_doctor(tmp_path)
     with lock_held_by_a_thread(lock_file):
         first = _queue_up(lock_file, "first", order)
         second = _queue_up(lock_file, "second", order)
@@ -103,12 +116,8 @@ def test_doctor_removes_what_a_waiter_killed_at_the_end_of_the_queue_left(
     assert (first.wait(60), second.wait(60)) == (0, 0)
     assert order.read_text().split() == ["first", "second"]
     # Nobody came after the killed waiter to clear its entry (and the one it was waiting for) away.
-    left = list(Path(str(lock_file) + _queue.QUEUE_SUFFIX).glob("*.node"))
-    assert left
     assert _doctor.examine(base_dir) == []  # too recent to call stale
-    old = time.time() - 3600
-    for node in left:
-        os.utime(node, (old, old))
+    assert _age_queue_entries(lock_file)
     problems = _doctor.examine(base_dir)
     assert [problem.kind for problem in problems] == ["stale-lock"]
     assert "queue" in problems[0].detail
@@ -122,16 +131,10 @@ def test_doctor_removes_what_a_waiter_killed_at_the_end_of_the_queue_left(
 
 
 def test_a_node_being_waited_on_is_not_stale(tmp_path: Path, lock_held_by_a_thread: HoldLock) -> None:
-    base_dir = tmp_path / "base"
-    run_dir = base_dir / "p" / "r"
-    run_dir.mkdir(parents=True)
-    (run_dir / "config.toml").write_text('[_meta]\nstatus = "finished"\n[_wandb]\n')
-    lock_file, order = run_dir / "run.lock", tmp_path / "order"
+    base_dir, lock_file, order = _run_for_doctor(tmp_path)
     with lock_held_by_a_thread(lock_file):
         waiting = _queue_up(lock_file, "waiting", order)
-        old = time.time() - 3600
-        for node in Path(str(lock_file) + _queue.QUEUE_SUFFIX).glob("*.node"):
-            os.utime(node, (old, old))
+        assert _age_queue_entries(lock_file)
         assert _doctor.examine(base_dir) == []  # its owner holds it: a live waiter
     assert waiting.wait(60) == 0
 

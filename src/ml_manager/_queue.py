@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import math
 import os
 import sys
 import time
@@ -158,7 +159,7 @@ class FairQueue:
             try:
                 if inbox is not None:
                     os.pwrite(fd, token.encode().ljust(_RECORD), _SUCC)  # where to send the wake-up
-                _wait_for_flock(fd, inbox, deadline)
+                _take_flock(fd, deadline, inbox)
                 record = os.pread(fd, _DONE + 1, 0)
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(node)
@@ -206,16 +207,7 @@ class FairQueue:
         # Held for a read and a write of 32 bytes; polled, so that a holder stopped by a signal cannot make a
         # waiter overstay its deadline.
         tail = self._tail()
-        interval = 0.00005
-        while True:
-            try:
-                fcntl.flock(tail, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if deadline is not None and time.monotonic() > deadline:
-                    raise TimeoutError from None
-                time.sleep(interval)
-                interval = min(interval * 2, _MAX_POLL)
+        _take_flock(tail, deadline)
         try:
             yield tail
         finally:
@@ -237,15 +229,20 @@ def _inbox(token: str) -> socket.socket | None:
     return inbox
 
 
-def _wait_for_flock(fd: int, inbox: socket.socket | None, deadline: float) -> None:
-    """Take the flock on ``fd``: asleep on ``inbox`` in slices, or polling where there is no inbox."""
+def _take_flock(fd: int, deadline: float | None, inbox: socket.socket | None = None) -> None:
+    """Take the flock on ``fd`` by ``deadline`` (``None``: no limit): asleep on ``inbox`` in slices, else
+    polling.
+
+    Raises:
+        TimeoutError: the deadline passed first.
+    """
     interval = 0.00005
     while True:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             return
         except BlockingIOError:
-            remaining = deadline - time.monotonic()
+            remaining = math.inf if deadline is None else deadline - time.monotonic()
             if remaining <= 0:
                 raise TimeoutError from None
             if inbox is not None:
