@@ -68,15 +68,18 @@ class FairQueue:
     def __init__(self, lock_file: Path) -> None:
         # Plain strings: this is on every contended acquire, where pathlib's overhead shows.
         self.directory = str(lock_file) + QUEUE_SUFFIX
-        self._tail_fd: int | None = None
+        self._tail_path = os.path.join(self.directory, TAIL_FILE)
         self._node_fd: int | None = None
-        self._sender: socket.socket | None = None
         self.usable = True  # False once its files failed here: the lock alone then decides the order
 
     def empty(self) -> bool:
         """Whether nobody is queued (read without the queue's lock: a hint, not a promise)."""
+        # An empty queue is an empty tail file: one stat, no descriptor kept open (a process may write to
+        # thousands of runs).
         try:
-            return not os.pread(self._tail(), _RECORD, 0).strip()
+            return os.stat(self._tail_path).st_size == 0
+        except FileNotFoundError:
+            return True
         except OSError:
             self.usable = False
             return True
@@ -88,6 +91,8 @@ class FairQueue:
             TimeoutError: the waiters ahead did not let go before ``deadline`` (``time.monotonic()``); this
                 waiter has left the queue.
         """
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(self.directory)
         token = os.urandom(8).hex()
         node = _node(self.directory, token)
         self._node_fd = fd = os.open(node, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
@@ -100,7 +105,7 @@ class FairQueue:
                     # Who is ahead, recorded before anyone can see this node: should this waiter give up or
                     # die, its successor waits for that one instead.
                     os.pwrite(fd, predecessor.encode().ljust(_RECORD), _PRED)
-                    os.pwrite(tail, token.encode().ljust(_RECORD), 0)
+                    _set_tail(tail, token.encode())
             except BaseException:
                 os.unlink(node)
                 os.close(fd)
@@ -134,7 +139,7 @@ class FairQueue:
                     # Nobody came after: the queue ends with whoever was ahead (nobody, once done), and this
                     # node is removed here (else the successor removes it).
                     ahead = b"" if done or fd is None else os.pread(fd, _RECORD, _PRED).strip()
-                    os.pwrite(tail, ahead.ljust(_RECORD), 0)
+                    _set_tail(tail, ahead)
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(_node(self.directory, token))
                 elif fd is not None:
@@ -172,14 +177,10 @@ class FairQueue:
 
     def close_after_fork(self) -> None:
         """In a forked child: close the inherited descriptors, whose flocks belong to the parent."""
-        for fd in (self._tail_fd, self._node_fd):
-            if fd is not None:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-        if self._sender is not None:
-            self._sender.close()
-        self._tail_fd = self._node_fd = None
-        self._sender = None
+        if self._node_fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._node_fd)
+        self._node_fd = None
 
     def _wake(self, successor: str) -> None:
         if not _ABSTRACT:
@@ -187,31 +188,22 @@ class FairQueue:
         import socket
 
         try:
-            if self._sender is None:
-                self._sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-                self._sender.setblocking(False)
-            self._sender.sendto(b"go", _address(successor))
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sender:
+                sender.setblocking(False)
+                sender.sendto(b"go", _address(successor))
         except OSError:
             pass  # not reachable (another host, a full buffer): it sees the flock at the end of its slice
-
-    def _tail(self) -> int:
-        if self._tail_fd is None:
-            with contextlib.suppress(FileExistsError):
-                os.mkdir(self.directory)
-            fd = os.open(os.path.join(self.directory, TAIL_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
-            self._tail_fd = fd
-        return self._tail_fd
 
     @contextlib.contextmanager
     def _tail_locked(self, deadline: float | None) -> Iterator[int]:
         # Held for a read and a write of 32 bytes; polled, so that a holder stopped by a signal cannot make a
         # waiter overstay its deadline.
-        tail = self._tail()
-        _take_flock(tail, deadline)
+        tail = os.open(self._tail_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
         try:
+            _take_flock(tail, deadline)
             yield tail
         finally:
-            fcntl.flock(tail, fcntl.LOCK_UN)
+            os.close(tail)  # releases the flock
 
 
 def _inbox(token: str) -> socket.socket | None:
@@ -227,6 +219,14 @@ def _inbox(token: str) -> socket.socket | None:
         inbox.close()
         return None
     return inbox
+
+
+def _set_tail(tail: int, token: bytes) -> None:
+    """Write the last waiter's token to ``tail``; no token empties the file (what :meth:`empty` looks at)."""
+    if token:
+        os.pwrite(tail, token.ljust(_RECORD), 0)
+    else:
+        os.ftruncate(tail, 0)
 
 
 def _take_flock(fd: int, deadline: float | None, inbox: socket.socket | None = None) -> None:
