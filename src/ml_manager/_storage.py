@@ -146,21 +146,6 @@ def split_config(document: dict[str, Any], config_file: str | Path) -> tuple[dic
     return meta, wandb_info
 
 
-def read_config(paths: RunPaths) -> dict[str, Any]:
-    """Parse a run's ``config.toml``.
-
-    Raises:
-        FileNotFoundError: the run has no data files at all (it does not exist, or is still being created).
-        CorruptRunFileError: ``config.toml`` is unreadable, or missing while ``metrics.toml`` exists.
-    """
-    try:
-        return read_toml(paths.config)
-    except FileNotFoundError:
-        if paths.metrics.exists():
-            raise CorruptRunFileError(str(paths.config), "missing, though metrics.toml exists") from None
-        raise
-
-
 def read_toml_or_empty(path: Path) -> dict[str, Any]:
     """:func:`read_toml`, with a missing file read as an empty document (a run that logged nothing yet)."""
     try:

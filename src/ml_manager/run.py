@@ -335,14 +335,14 @@ class MLRun:
             project_name = find_project(run_id, Path(base_dir))
         paths = RunPaths.of(base_dir, project_name, run_id)
         try:
-            document = _storage.read_config(paths)
+            document, metrics, _ = _storage.read_run_files(str(paths.run_dir))
         except FileNotFoundError:
             raise RunNotFoundError(run_id, str(paths.run_dir.parent)) from None
         return cls._from_documents(
             paths,
             project_name,
             document,
-            _storage.read_toml_or_empty(paths.metrics),
+            metrics,
             durable=durable,
             lock=lock,
             lock_timeout=timeout,
