@@ -28,9 +28,13 @@ SETTLE_NS = 2_000_000_000
 def file_key(path: str | Path) -> FileKey:
     """The identity of ``path``'s current version, or ``None`` if it does not exist."""
     try:
-        st = os.stat(path)
+        return key_of(os.stat(path))
     except FileNotFoundError:
         return None
+
+
+def key_of(st: os.stat_result) -> tuple[int, int, int, int]:
+    """The identity of the file version a ``stat``/``fstat`` result describes."""
     return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from ._atomic import atomic_write, remove_stale_temps, sync_directory_of
-from ._cache import FileKey, file_key
+from ._cache import FileKey, file_key, key_of
 from ._locking import LOCK_FILES, LockKind, run_lock
 from ._toml import dumps, parse_toml
 from .errors import CorruptRunFileError
@@ -106,7 +106,7 @@ def read_toml_keyed(path: str | Path) -> tuple[dict[str, Any], FileKey]:
         document = parse_toml(text)
     except ValueError as exc:
         raise CorruptRunFileError(str(path), f"not valid TOML ({exc})") from exc
-    return document, (stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+    return document, key_of(stat)
 
 
 def read_run_files(run_dir: str) -> tuple[dict[str, Any], dict[str, Any], tuple[FileKey, FileKey]]:
