@@ -230,3 +230,12 @@ def test_a_real_soft_lock_of_a_live_writer_is_left_alone(base_dir: Path) -> None
         _age(run.run_dir / "run.soft.lock", HOUR)
         assert _doctor.examine(base_dir) == []
     run.finish()
+
+
+def test_a_foreign_config_is_reported_as_not_a_run(base_dir: Path) -> None:
+    foreign = base_dir / "demo" / "notes"
+    foreign.mkdir(parents=True)
+    (foreign / "config.toml").write_text('title = "someone else\'s file"\n')
+    problems = _doctor.examine(base_dir)
+    assert [(problem.kind, problem.fixable) for problem in problems] == [("corrupt", False)]
+    assert "not an ml_manager run" in problems[0].detail

@@ -30,7 +30,7 @@ from typing import Any, NamedTuple
 
 from . import _history, _storage
 from ._atomic import _TEMP_NAME, remove_stale_temps
-from ._locking import LOCK_FILES, resolve_lock_kind, resolve_lock_timeout, run_lock
+from ._locking import LOCK_FILES, LockKind, resolve_lock_kind, resolve_lock_timeout, run_lock
 from ._queue import NODE_SUFFIX, QUEUE_SUFFIX
 from .errors import CorruptRunFileError
 
@@ -118,9 +118,10 @@ def _examine_run(run_dir: Path, now: float, stale_after: float) -> list[Problem]
         )
         problems.append(Problem("corrupt", run_dir, detail, metrics_broken))
         return problems
-    meta = config.get("_meta")
-    if not isinstance(meta, dict):
-        problems.append(Problem("corrupt", run_dir, "config.toml has no [_meta] table: not a run's", False))
+    try:
+        meta, _ = _storage.split_config(config, run_dir / _storage.CONFIG_FILE)
+    except CorruptRunFileError as exc:
+        problems.append(Problem("corrupt", run_dir, f"{exc} (cannot be rebuilt: edit it by hand)", False))
         return problems
     if meta.get("status") == "running":
         gone = _process_gone(run_dir, meta, now, stale_after)
@@ -212,10 +213,15 @@ def _stale_queue_nodes(run_dir: Path, now: float) -> list[Path]:
     return stale
 
 
+def _lock_kind(paths: _storage.RunPaths) -> LockKind:
+    """The lock kind the run recorded, which every writer of it uses."""
+    meta, _ = _storage.split_config(_storage.read_toml(paths.config), paths.config)
+    return resolve_lock_kind(None, meta.get("lock"))
+
+
 def _mark_crashed(run_dir: Path) -> str:
     paths = _storage.RunPaths(run_dir)
-    config = _storage.read_toml(paths.config)
-    lock = resolve_lock_kind(None, config.get("_meta", {}).get("lock"))
+    lock = _lock_kind(paths)
     now = datetime.datetime.now(datetime.timezone.utc)
     outcome = "marked crashed"
 
@@ -235,8 +241,7 @@ def _mark_crashed(run_dir: Path) -> str:
 
 def _rebuild_metrics(run_dir: Path) -> str:
     paths = _storage.RunPaths(run_dir)
-    config = _storage.read_toml(paths.config)
-    lock = resolve_lock_kind(None, config.get("_meta", {}).get("lock"))
+    lock = _lock_kind(paths)
     records = sorted(_history.read(run_dir), key=lambda record: record.get("time") or 0.0)
     with run_lock(paths.lock(lock), resolve_lock_timeout(None), lock):
         try:
