@@ -144,6 +144,11 @@ def _positive_int(text: str) -> int:
 
 
 def _load(base_dir: str) -> MLProject:
+    return MLProject(_base_dir(base_dir))
+
+
+def _base_dir(base_dir: str) -> Path:
+    """The base directory argument, checked: it exists, is a directory, and can be listed."""
     path = Path(base_dir)
     if not path.exists():
         raise UsageError(f"no such base directory: {base_dir}")
@@ -153,7 +158,7 @@ def _load(base_dir: str) -> MLProject:
         os.listdir(path)
     except OSError as exc:
         raise UsageError(f"cannot read base directory {base_dir}: {exc.strerror or exc}") from None
-    return MLProject(path)
+    return path
 
 
 def _ls(args: argparse.Namespace) -> int:
@@ -337,9 +342,7 @@ def _label(run: MLRun, runs: Sequence[MLRun]) -> str:
 
 
 def _load_run(run_id: str, base_dir: str, project_name: str | None) -> MLRun:
-    path = Path(base_dir)
-    if not path.is_dir():
-        raise UsageError(f"no such base directory: {base_dir}")
+    path = _base_dir(base_dir)
     try:
         return MLRun.load(run_id, path, project_name)
     except (TypeError, ValueError) as exc:
@@ -355,9 +358,7 @@ def _load_run(run_id: str, base_dir: str, project_name: str | None) -> MLRun:
 
 
 def _doctor_command(args: argparse.Namespace) -> int:
-    base_dir = Path(args.base_dir)
-    if not base_dir.is_dir():
-        raise UsageError(f"no such base directory: {args.base_dir}")
+    base_dir = _base_dir(args.base_dir)
     problems = _doctor.examine(base_dir, stale_after=args.stale_after * 3600)
     remaining = 0
     for problem in problems:
