@@ -11,12 +11,13 @@ Usage: python benchmarks/bench_contention.py [--processes P] [--calls C] [--roun
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import os
 import statistics
 import tempfile
 import time
 from typing import Any
+
+from _together import run_together
 
 from ml_manager import MLRun, _locking
 
@@ -43,24 +44,10 @@ def _worker(run_dir: str, name: int, calls: int, variant: str, *, barrier: Any, 
 
 
 def job(processes: int, calls: int, variant: str) -> tuple[float, list[float]]:
-    ctx = multiprocessing.get_context("spawn")
     with tempfile.TemporaryDirectory() as tmp:
         run = MLRun.create({}, tmp, "bench", mode="disabled")
-        barrier, out = ctx.Barrier(processes + 1), ctx.Queue()
-        workers = [
-            ctx.Process(
-                target=_worker, args=(str(run.run_dir), n, calls, variant), kwargs={"barrier": barrier, "out": out}
-            )
-            for n in range(processes)
-        ]
-        for worker in workers:
-            worker.start()
-        barrier.wait()
-        start = time.perf_counter()
-        latencies = [latency for _ in workers for latency in out.get()]
-        elapsed = time.perf_counter() - start
-        for worker in workers:
-            worker.join()
+        args = [(str(run.run_dir), n, calls, variant) for n in range(processes)]
+        elapsed, latencies = run_together(_worker, args)
         run.finish()
     return processes * calls / elapsed, latencies
 

@@ -12,13 +12,14 @@ from __future__ import annotations
 import argparse
 import fcntl
 import json
-import multiprocessing
 import os
 import statistics
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from _together import run_together
 
 
 def _writer(directory: str, layout: str, name: int, calls: int, *, barrier: Any, out: Any) -> None:
@@ -45,21 +46,8 @@ def _writer(directory: str, layout: str, name: int, calls: int, *, barrier: Any,
 
 
 def job(layout: str, writers: int, calls: int) -> tuple[float, list[float]]:
-    ctx = multiprocessing.get_context("spawn")
     with tempfile.TemporaryDirectory() as tmp:
-        barrier, out = ctx.Barrier(writers + 1), ctx.Queue()
-        procs = [
-            ctx.Process(target=_writer, args=(tmp, layout, n, calls), kwargs={"barrier": barrier, "out": out})
-            for n in range(writers)
-        ]
-        for proc in procs:
-            proc.start()
-        barrier.wait()
-        start = time.perf_counter()
-        waits = [w for _ in procs for w in out.get()]
-        elapsed = time.perf_counter() - start
-        for proc in procs:
-            proc.join()
+        elapsed, waits = run_together(_writer, [(tmp, layout, n, calls) for n in range(writers)])
     return elapsed, waits
 
 
