@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
+import subprocess
 import threading
 from typing import TYPE_CHECKING
 
@@ -27,6 +29,8 @@ def _hermetic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]
         "ML_MANAGER_LOCK_TIMEOUT",
         "ML_MANAGER_LOCK",
         "ML_MANAGER_BACKGROUND_WANDB",
+        "ML_MANAGER_FLUSH_INTERVAL",
+        "ML_MANAGER_MAX_UNFLUSHED",
     ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HOME", str(home))
@@ -112,3 +116,25 @@ def _snapshot(directory: Path) -> dict[str, bytes]:
 def snapshot() -> Callable[[Path], dict[str, bytes]]:
     """Every file under a directory with its bytes, to prove that nothing changed."""
     return _snapshot
+
+
+@contextlib.contextmanager
+def _small_tmpfs(where: Path, size: str) -> Iterator[Path]:
+    where.mkdir()
+    if shutil.which("mount") is None:
+        pytest.skip("no mount command on this machine")
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip() or done.returncode}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+@pytest.fixture
+def small_tmpfs() -> Callable[[Path, str], contextlib.AbstractContextManager[Path]]:
+    """Mount a tmpfs of the given size (a real disk that fills up) for the block; skips where mounting fails."""
+    return _small_tmpfs

@@ -10,7 +10,6 @@ import contextlib
 import errno
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -23,7 +22,7 @@ from ml_manager._locking import run_lock
 from ml_manager._storage import read_toml
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
 CHILD = Path(__file__).with_name("_fault_child.py")
 
@@ -93,22 +92,6 @@ def test_a_lock_that_times_out_names_the_lock_file_and_changes_nothing(base_dir:
     assert _child(base_dir, run.run_id, "none") == {"ok": True}
 
 
-@contextlib.contextmanager
-def _small_tmpfs(where: Path, size: str) -> Iterator[Path]:
-    where.mkdir()
-    if shutil.which("mount") is None:
-        pytest.skip("no mount command on this machine")
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], capture_output=True, text=True, check=False
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip() or done.returncode}")
-    try:
-        yield where
-    finally:
-        subprocess.run(["umount", "-l", str(where)], check=False)
-
-
 def _fill(directory: Path) -> Path:
     """Fill the filesystem: write until the kernel says ENOSPC."""
     filler = directory / "filler.bin"
@@ -121,8 +104,10 @@ def _fill(directory: Path) -> Path:
 
 
 @pytest.mark.slow
-def test_a_really_full_disk_changes_nothing_and_the_run_recovers(tmp_path: Path) -> None:
-    with _small_tmpfs(tmp_path / "disk", "512k") as disk:
+def test_a_really_full_disk_changes_nothing_and_the_run_recovers(
+    tmp_path: Path, small_tmpfs: Callable[[Path, str], contextlib.AbstractContextManager[Path]]
+) -> None:
+    with small_tmpfs(tmp_path / "disk", "512k") as disk:
         run = MLRun.create({"lr": 0.1}, disk, "demo", mode="disabled")
         run.add_metrics({"accuracy": 0.5})
         metrics_file = run.run_dir / "metrics.toml"

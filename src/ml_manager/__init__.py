@@ -7,9 +7,11 @@ atomically (and logs to Weights & Biases), ``MLProject`` loads a whole project i
 from typing import Any as _Any
 
 from ._forward import ForwarderStats
+from ._writer import LogStats
 from .errors import (
     AmbiguousRunError,
     CorruptRunFileError,
+    FlushError,
     LockTimeoutError,
     MLManagerError,
     MLManagerWarning,
@@ -36,8 +38,10 @@ def __getattr__(name: str) -> _Any:
 __all__ = [
     "AmbiguousRunError",
     "CorruptRunFileError",
+    "FlushError",
     "ForwarderStats",
     "LockTimeoutError",
+    "LogStats",
     "MLManagerError",
     "MLManagerWarning",
     "MLProject",

@@ -1,4 +1,4 @@
-"""Per-step history: every ``add_metrics`` call as one record, in one append-only file per writer process.
+"""Per-step history: every ``add_metrics`` and ``log`` call as one record, in one append-only file per process.
 
     {run_dir}/history/{host}-{pid}.jsonl     one JSON object per line:
         {"step": 3, "time": 1795662508.03, "writer": "rank1", "metrics": {"loss": 0.25}}
@@ -60,34 +60,85 @@ def encode(record: dict[str, Any]) -> bytes:
     return (json.dumps(record, default=_default, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
 
 
+# One buffered record of MLRun.log: (step, wall time, normalised metrics).
+Record = tuple[int | None, float, dict[str, Any]]
+
+
+def encode_batch(records: list[Record], writer: str) -> bytes:
+    """Many records as JSON lines, the same text :func:`encode` writes, about ten times faster.
+
+    orjson writes NaN and ±inf as ``null`` (metrics are never null): a line with a ``null`` it cannot owe to
+    a missing step is written again with :func:`encode`, so the history keeps NaN as ``NaN``.
+    """
+    import orjson
+
+    dumps, newline = orjson.dumps, orjson.OPT_APPEND_NEWLINE
+    out = bytearray()
+    for step, when, values in records:
+        record = {"step": step, "time": when, "writer": writer, "metrics": values}
+        try:
+            line = dumps(record, option=newline)
+        except TypeError:  # orjson.JSONEncodeError: a value it does not know (a foreign tzinfo, say)
+            line = encode(record)
+        else:
+            if b"null" in line and line.count(b"null") > (step is None):
+                line = encode(record)
+        out += line
+    return bytes(out)
+
+
 def append(run_dir: Path, record: dict[str, Any], *, durable: bool) -> None:
-    """Append one record to this process's history file.
+    """Append one record to this process's history file; see :func:`append_lines`."""
+    append_lines(run_dir, encode(record), durable=durable)
+
+
+def append_lines(run_dir: Path, data: bytes, *, durable: bool) -> None:
+    """Append whole lines to this process's history file, in one write (and one fsync when durable).
+
+    On failure the file is cut back to its previous length, so that writing the same lines again later never
+    duplicates a record.
 
     Raises:
-        OSError: the append failed (the history file keeps whole records; a partial line is skipped on read).
+        OSError: the append failed; ``filename`` is the history file, the message names the failing step.
     """
     path = writer_file(run_dir)
-    line = encode(record)
+    step = "creating"
     with _appenders.guard:
         fresh = str(path) not in _appenders.checked
-        if fresh:
-            path.parent.mkdir(exist_ok=True)
-        # Read access too: the first append of a process checks how the file ends.
-        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
         try:
             if fresh:
+                path.parent.mkdir(exist_ok=True)
+            # Read access too: the first append of a process checks how the file ends.
+            fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
+        except OSError as exc:
+            raise OSError(exc.errno, f"{exc.strerror or exc} while {step} the history file", str(path)) from exc
+        try:
+            size = os.fstat(fd).st_size
+            if fresh and size and os.pread(fd, 1, size - 1) != b"\n":
                 # A previous process with this pid may have died mid-record: end its partial line first.
-                size = os.fstat(fd).st_size
-                if size and os.pread(fd, 1, size - 1) != b"\n":
-                    line = b"\n" + line
-                _appenders.checked.add(str(path))
-            view = memoryview(line)
-            while view:
-                view = view[os.write(fd, view) :]
-            if durable:
-                os.fsync(fd)
+                data = b"\n" + data
+            try:
+                step = "appending to"
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                if durable:
+                    step = "syncing (fsync)"
+                    os.fsync(fd)
+            except OSError as exc:
+                _cut_back(fd, size, str(path))
+                raise OSError(exc.errno, f"{exc.strerror or exc} while {step} the history file", str(path)) from exc
+            _appenders.checked.add(str(path))
         finally:
             os.close(fd)
+
+
+def _cut_back(fd: int, size: int, path: str) -> None:
+    try:
+        os.ftruncate(fd, size)
+    except OSError:
+        # The file may now end in a partial line: the next append checks its end again and closes it.
+        _appenders.checked.discard(path)
 
 
 def read(run_dir: Path) -> list[dict[str, Any]]:

@@ -56,6 +56,38 @@ def normalize_metrics(metrics: Mapping[str, Any]) -> dict[str, Any]:
     return _table(metrics, ("metrics",), (), None)
 
 
+def metrics_snapshot(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """:func:`normalize_metrics`, in about a microsecond for the common call: a flat dict of plain values.
+
+    ``MLRun.log`` runs this on the caller's thread for every step.  Exact types only (a numpy scalar is not
+    a ``float`` here and takes the full path); ASCII keys and strings need no Unicode check.  Returns a new
+    dict either way: the caller may change its own afterwards.
+    """
+    if type(metrics) is dict:
+        for key, value in metrics.items():
+            kind = type(value)
+            if type(key) is not str or not key.isascii():
+                break
+            if kind is float or kind is bool or (kind is str and value.isascii()):
+                continue
+            if kind is not int or not _INT64_MIN <= value <= _INT64_MAX:
+                break
+        else:
+            return metrics.copy()
+    return normalize_metrics(metrics)
+
+
+def check_step(step: object) -> int | None:
+    """A step: ``None`` or a non-negative int.
+
+    Raises:
+        TypeError: anything else (a negative or boolean one included), named in the message.
+    """
+    if step is not None and (isinstance(step, bool) or not isinstance(step, int) or step < 0):
+        raise TypeError(f"step must be a non-negative int, not {step!r}")
+    return step
+
+
 def restore_config(config: dict[str, Any], types: Any) -> dict[str, Any]:
     """Undo :func:`normalize_config`'s substitutions, in place, from the ``_meta.python_types`` records."""
     if not isinstance(types, list):

@@ -89,6 +89,35 @@ class CorruptRunFileError(MLManagerError, ValueError):
         return f"cannot read {self.path}: {self.reason}"
 
 
+class FlushError(MLManagerError, OSError):
+    """Records logged with :meth:`MLRun.log` could not be written; they stay buffered and are retried.
+
+    An ``OSError`` like the failures behind it (a full disk, an I/O error, a lock that timed out), with the
+    failure as ``__cause__`` and its ``errno`` where it had one.
+
+    Attributes:
+        path: the file that could not be written (a history file or ``metrics.toml``), or the lock file.
+        pending: records of the run still buffered in this process, kept for the next flush.
+        reason: what went wrong.
+    """
+
+    def __init__(self, path: str, pending: int, reason: str, errno: int | None = None) -> None:
+        super().__init__(errno, reason, path)
+        self.args = (path, pending, reason, errno)
+        self.path = path
+        self.pending = pending
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[type[FlushError], tuple[str, int, str, int | None]]:
+        return (type(self), (self.path, self.pending, self.reason, self.errno))
+
+    def __str__(self) -> str:
+        return (
+            f"could not write logged records to {self.path}: {self.reason}; "
+            f"{self.pending} record(s) are kept in memory and retried at the next flush"
+        )
+
+
 class MLManagerWarning(UserWarning):
     """Warnings ml_manager emits: wandb falling back to offline, a run skipped while loading a project."""
 
@@ -96,6 +125,7 @@ class MLManagerWarning(UserWarning):
 __all__ = [
     "AmbiguousRunError",
     "CorruptRunFileError",
+    "FlushError",
     "LockTimeoutError",
     "MLManagerError",
     "MLManagerWarning",

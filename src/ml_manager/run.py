@@ -2,58 +2,32 @@
 
 from __future__ import annotations
 
-import datetime
 import functools
 import os
-import string
-import sys
+import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
-from . import _dist, _history, _storage, _wandb
+from . import _create, _dist, _history, _storage, _wandb, _writer
+from ._async import AsyncMethods
 from ._forward import ForwarderStats
-from ._git import start_git_info
 from ._locking import LockKind, resolve_lock_kind, resolve_lock_timeout
 from ._storage import RunPaths
-from ._values import normalize_config, normalize_metrics, restore_config
-from .errors import AmbiguousRunError, RunNotFoundError
+from ._values import check_step, metrics_snapshot, normalize_config, normalize_metrics, restore_config
+from ._writer import LogStats
+from .errors import FlushError, RunNotFoundError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
     from types import TracebackType
 
     import pandas as pd
 
-_T = TypeVar("_T")
-_ID_ALPHABET = string.ascii_lowercase + string.digits
 _RESERVED = ("_meta", "_wandb")
 
 
-def _new_run_id() -> str:
-    # wandb's own id shape: 8 characters of [a-z0-9].
-    import secrets  # imported on first use, like everything only MLRun.create needs
-
-    return "".join(secrets.choice(_ID_ALPHABET) for _ in range(8))
-
-
-def _now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.timezone.utc)
-
-
-def _text(arg: str) -> str:
-    # Arguments that were not valid UTF-8 arrive as surrogate escapes, which TOML cannot hold.
-    return arg.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-
-
-def _version() -> str:
-    from . import __version__
-
-    return __version__
-
-
-class MLRun:
+class MLRun(AsyncMethods):
     """One experiment run: ``config.toml`` and ``metrics.toml`` under ``base_dir/project_name/run_id``.
 
     Create a run with :meth:`create` (which starts wandb) or attach to an existing one with :meth:`load`
@@ -93,6 +67,8 @@ class MLRun:
         lock_timeout: float,
         owner: bool,
         sender: _wandb.WandbSender | None = None,
+        flush_interval: float = _writer.DEFAULT_FLUSH_INTERVAL,
+        max_unflushed: int = _writer.DEFAULT_MAX_UNFLUSHED,
     ) -> None:
         self._paths = paths
         self.run_id = paths.run_dir.name
@@ -111,6 +87,9 @@ class MLRun:
         self._pid = os.getpid()
         self._finished = False
         self._sender = sender
+        self.flush_interval = flush_interval
+        self.max_unflushed = max_unflushed
+        self._channel: _writer.Channel | None = None  # what log() buffered, opened by the first log()
 
     # -- creating and loading ------------------------------------------------------------------------------
 
@@ -130,6 +109,8 @@ class MLRun:
         background_wandb: bool | None = None,
         wandb_queue_size: int = 10_000,
         wandb_drain_timeout: float = 30.0,
+        flush_interval: float | None = None,
+        max_unflushed: int | None = None,
     ) -> MLRun:
         """Start a new run: create its directory, write ``config.toml``, start wandb.
 
@@ -158,6 +139,10 @@ class MLRun:
             wandb_queue_size: the most calls waiting for wandb at once in the background; further calls are
                 not sent to wandb (the local record has them) and are counted as dropped.
             wandb_drain_timeout: seconds :meth:`finish`, and interpreter exit, wait for the queue to drain.
+            flush_interval: the most seconds a record from :meth:`log` waits in memory before the background
+                writer commits it; default ``ML_MANAGER_FLUSH_INTERVAL``, else 1.
+            max_unflushed: the most records :meth:`log` keeps in memory before it waits for the writer;
+                default ``ML_MANAGER_MAX_UNFLUSHED``, else 100,000.
 
         Returns:
             The run, with ``wandb_run`` set (unless wandb could not start at all).
@@ -186,6 +171,10 @@ class MLRun:
             )
         lock_kind = resolve_lock_kind(lock)
         timeout = resolve_lock_timeout(lock_timeout)
+        logging: dict[str, Any] = {
+            "flush_interval": _writer.resolve_flush_interval(flush_interval),
+            "max_unflushed": _writer.resolve_max_unflushed(max_unflushed),
+        }
         start = functools.partial(
             cls._start,
             config=config,
@@ -203,6 +192,7 @@ class MLRun:
                 "queue_size": wandb_queue_size,
                 "drain_timeout": wandb_drain_timeout,
             },
+            logging=logging,
         )
         ranks = _dist.current()
         if ranks is None:
@@ -217,87 +207,14 @@ class MLRun:
         agreed = _dist.agree_on_run(make_on_rank_0)
         if made:
             return made[0]
-        return cls.load(agreed, base_dir, project_name, durable=durable, lock=lock_kind, lock_timeout=timeout)
-
-    @classmethod
-    def _start(
-        cls,
-        *,
-        config: Mapping[str, Any],
-        stored_config: dict[str, Any],
-        python_types: list[dict[str, Any]],
-        project_dir: Path,
-        entity: str | None,
-        wandb_mode: _wandb.Mode,
-        run_id: str | None,
-        durable: bool,
-        lock: LockKind,
-        lock_timeout: float,
-        sender_options: dict[str, Any],
-        ranks: _dist.Ranks | None,
-    ) -> MLRun:
-        """Create the run here, on this process: directory, wandb, ``config.toml``."""
-        project_name = project_dir.name
-        created_at = _now()
-        git_info = start_git_info()  # git runs while wandb starts
-        try:
-            paths = cls._make_run_dir(project_dir, run_id)
-            wandb_run, wandb_info = _wandb.start_run(
-                run_id=paths.run_dir.name,
-                project=project_name,
-                entity=entity,
-                config=dict(config),
-                mode=wandb_mode,
-                run_dir=paths.run_dir,
-            )
-        finally:
-            git = git_info()
-        meta: dict[str, Any] = {
-            "format_version": _storage.FORMAT_VERSION,
-            "created_at": created_at,
-            "status": "running",
-            "lock": lock,
-            **git,
-            "hostname": _history.HOST,
-            "pid": os.getpid(),
-            "argv": [_text(arg) for arg in sys.argv],
-            "python": ".".join(map(str, sys.version_info[:3])),
-            "ml_manager": _version(),
-        }
-        if python_types:
-            meta["python_types"] = python_types
-        if ranks is not None:
-            meta["rank"], meta["world_size"] = ranks.rank, ranks.world_size
-        document = {**stored_config, "_wandb": wandb_info, "_meta": meta}
-        _storage.write_toml(paths.config, document, durable=durable)
-        return cls(
-            paths=paths,
-            project_name=project_name,
-            config=restore_config(_storage.copy_document(stored_config), python_types),
-            metrics={},
-            meta=meta,
-            wandb_info=wandb_info,
-            wandb_run=wandb_run,
-            durable=durable,
-            lock=lock,
-            lock_timeout=lock_timeout,
-            owner=True,
-            sender=None if wandb_run is None else _wandb.WandbSender(wandb_run, **sender_options),
+        return cls.load(
+            agreed, base_dir, project_name, durable=durable, lock=lock_kind, lock_timeout=timeout, **logging
         )
 
-    @staticmethod
-    def _make_run_dir(project_dir: Path, run_id: str | None) -> RunPaths:
-        project_dir.mkdir(parents=True, exist_ok=True)
-        if run_id is not None:
-            (project_dir / run_id).mkdir()
-            return RunPaths(project_dir / run_id)
-        while True:
-            candidate = project_dir / _new_run_id()
-            try:
-                candidate.mkdir()
-            except FileExistsError:
-                continue
-            return RunPaths(candidate)
+    @classmethod
+    def _start(cls, *, logging: dict[str, Any], **create: Any) -> MLRun:
+        """Create the run here, in this process (see :func:`_create.start_run`)."""
+        return cls(**_create.start_run(**create), **logging)
 
     @classmethod
     def load(
@@ -309,6 +226,8 @@ class MLRun:
         durable: bool = True,
         lock: LockKind | None = None,
         lock_timeout: float | None = None,
+        flush_interval: float | None = None,
+        max_unflushed: int | None = None,
     ) -> MLRun:
         """Load a run from its files, to read it or to log into it from another process.
 
@@ -319,6 +238,7 @@ class MLRun:
             durable: as for :meth:`create`, for this handle's writes.
             lock: the lock kind for this handle's writes; default the one the run recorded at creation.
             lock_timeout: as for :meth:`create`, for this handle's writes.
+            flush_interval, max_unflushed: as for :meth:`create`, for this handle's :meth:`log`.
 
         Returns:
             A run without a wandb connection (``wandb_run`` is ``None``).
@@ -331,8 +251,10 @@ class MLRun:
         """
         _storage.check_name(run_id, "run_id")
         timeout = resolve_lock_timeout(lock_timeout)
+        interval = _writer.resolve_flush_interval(flush_interval)
+        most = _writer.resolve_max_unflushed(max_unflushed)
         if project_name is None:
-            project_name = find_project(run_id, Path(base_dir))
+            project_name = _create.find_project(run_id, Path(base_dir))
         paths = RunPaths.of(base_dir, project_name, run_id)
         try:
             document, metrics, _ = _storage.read_run_files(str(paths.run_dir))
@@ -346,6 +268,8 @@ class MLRun:
             durable=durable,
             lock=lock,
             lock_timeout=timeout,
+            flush_interval=interval,
+            max_unflushed=most,
         )
 
     @classmethod
@@ -356,6 +280,8 @@ class MLRun:
         durable: bool = True,
         lock: LockKind | None = None,
         lock_timeout: float | None = None,
+        flush_interval: float | None = None,
+        max_unflushed: int | None = None,
     ) -> MLRun:
         """Join a run from a worker process, by its directory.
 
@@ -365,7 +291,7 @@ class MLRun:
 
         Args:
             run_dir: ``base_dir/project_name/run_id``; default ``ML_MANAGER_RUN_DIR``.
-            durable, lock, lock_timeout: as for :meth:`load`.
+            durable, lock, lock_timeout, flush_interval, max_unflushed: as for :meth:`load`.
 
         Returns:
             A handle without wandb, like :meth:`load`'s.
@@ -379,7 +305,14 @@ class MLRun:
                 raise RunNotFoundError("(none given)", f"the {RUN_DIR_ENV} environment variable, which is not set")
         path = Path(run_dir)
         return cls.load(
-            path.name, path.parent.parent, path.parent.name, durable=durable, lock=lock, lock_timeout=lock_timeout
+            path.name,
+            path.parent.parent,
+            path.parent.name,
+            durable=durable,
+            lock=lock,
+            lock_timeout=lock_timeout,
+            flush_interval=flush_interval,
+            max_unflushed=max_unflushed,
         )
 
     def export_env(self) -> dict[str, str]:
@@ -394,7 +327,8 @@ class MLRun:
     def __reduce__(self) -> tuple[Any, ...]:
         # Crossing a process boundary, a handle becomes a joiner of the same run: never a copy of the wandb
         # connection or of the creator's right to finish the run.
-        return (_attach_pickled, (str(self.run_dir.absolute()), self.durable, self.lock, self.lock_timeout))
+        options = (self.durable, self.lock, self.lock_timeout, self.flush_interval, self.max_unflushed)
+        return (_attach_pickled, (str(self.run_dir.absolute()), *options))
 
     @classmethod
     def _from_documents(
@@ -407,6 +341,8 @@ class MLRun:
         durable: bool = True,
         lock: LockKind | None = None,
         lock_timeout: float,
+        flush_interval: float = _writer.DEFAULT_FLUSH_INTERVAL,
+        max_unflushed: int = _writer.DEFAULT_MAX_UNFLUSHED,
     ) -> MLRun:
         """A loaded run from parsed ``config.toml`` and ``metrics.toml`` documents.
 
@@ -427,18 +363,21 @@ class MLRun:
             lock=resolve_lock_kind(lock, meta.get("lock")),
             lock_timeout=lock_timeout,
             owner=False,
+            flush_interval=flush_interval,
+            max_unflushed=max_unflushed,
         )
 
     # -- logging -------------------------------------------------------------------------------------------
 
     def add_metrics(self, metrics_dict: Mapping[str, Any], *, step: int | None = None) -> None:
-        """Merge metrics into ``metrics.toml``, then log them to wandb.
+        """Merge metrics into ``metrics.toml`` now, then log them to wandb: for final or occasional values.
 
         The values are checked before any I/O; the run's lock is held only while ``metrics.toml`` is read,
         merged and atomically replaced.  Once this returns the values are on disk (fsynced when durable) and
-        ``self.metrics`` is the merged state just written, other writers' keys included.  A wandb failure is
-        logged once and never raised; with ``background_wandb`` the wandb call happens on a background thread
-        and this returns without waiting for it.
+        ``self.metrics`` is the merged state just written, other writers' keys included.  What this handle
+        buffered with :meth:`log` is written first, so the two keep their order.  A wandb failure is logged
+        once and never raised; with ``background_wandb`` the wandb call happens on a background thread and
+        this returns without waiting for it.
 
         Args:
             metrics_dict: metric names to values; nested dicts merge key by key with what is on disk.
@@ -449,29 +388,106 @@ class MLRun:
             ValueError: a value TOML cannot hold (an int beyond 64 bits, invalid text); nothing is written.
             LockTimeoutError: the run's lock was not free within ``lock_timeout``.
             CorruptRunFileError: ``metrics.toml`` is corrupt; it is left as it is, never overwritten.
+            FlushError: what :meth:`log` buffered could not be written first.
         """
-        if step is not None and (isinstance(step, bool) or not isinstance(step, int) or step < 0):
-            raise TypeError(f"step must be a non-negative int, not {step!r}")
+        check_step(step)
         values = normalize_metrics(metrics_dict)
+        self._commit_buffered()
         self.metrics = _storage.merge_metrics(
             self._paths, values, lock=self.lock, lock_timeout=self.lock_timeout, durable=self.durable
         )
         if not values:
             return  # nothing was written: no history record, nothing for wandb
-        record = {"step": step, "time": time.time(), "writer": _writer(), "metrics": values}
-        _history.append(self.run_dir, record, durable=self.durable)
+        batch = _history.encode_batch([(step, time.time(), values)], _writer.writer_name())
+        _history.append_lines(self.run_dir, batch, durable=self.durable)
         if self._sender is not None:
             self._sender.log(values, step)
 
+    def log(self, metrics_dict: Mapping[str, Any], *, step: int | None = None) -> None:
+        """Log one step's metrics: checked now, written by a background thread within ``flush_interval``.
+
+        Costs the caller about a microsecond: no lock, no disk, no wandb.  This process's writer thread
+        appends every buffered record to the run's history in one write, merges the latest value of each key
+        into ``metrics.toml`` under the run's lock, and sends the records to wandb, one call per step.  Any
+        thread may call it; :meth:`flush`, :meth:`finish` and every ordinary exit of the process write what
+        is buffered.
+
+        Example::
+
+            for step, batch in enumerate(loader):
+                run.log({"loss": loss.item(), "lr": scheduler.get_last_lr()[0]}, step=step)
+
+        Args:
+            metrics_dict: metric names to values, as for :meth:`add_metrics`.
+            step: the training step, a non-negative int; recorded in the history and passed to wandb.
+
+        Raises:
+            TypeError: a key, value or step that cannot be recorded (the message names its key path);
+                nothing of this call is kept.
+            ValueError: a value TOML cannot hold; nothing of this call is kept.
+            FlushError: an earlier flush of this handle's records failed (raised once; the records are kept
+                and retried), or ``max_unflushed`` records are buffered while flushes keep failing.
+        """
+        if step is not None and (type(step) is not int or step < 0):
+            check_step(step)
+        channel = self._channel
+        if channel is None:
+            channel = self._open_channel()
+        channel.put(step, metrics_snapshot(metrics_dict))
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Write everything this process logged to the run with :meth:`log` so far, and wait for it.
+
+        Returns once it is in the history and ``metrics.toml`` (fsynced when durable), and queued for wandb.
+
+        Args:
+            timeout: seconds to wait at most, for the run's lock included; default ``lock_timeout``.
+
+        Raises:
+            FlushError: something could not be written (naming the file and the cause); it stays buffered
+                and is retried at the next flush.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for channel in _writer.channels_of(self.run_dir):
+            channel.commit(timeout=None if deadline is None else max(0.0, deadline - time.monotonic()))
+
+    @property
+    def log_stats(self) -> LogStats:
+        """What became of this handle's :meth:`log` records: written, pending, flushes, failures."""
+        return self._channel.stats() if self._channel is not None else LogStats()
+
+    def _open_channel(self) -> _writer.Channel:
+        with _CHANNEL_GUARD:
+            if self._channel is None:
+                self._channel = _writer.Channel(
+                    self._paths,
+                    durable=self.durable,
+                    lock=self.lock,
+                    lock_timeout=self.lock_timeout,
+                    interval=self.flush_interval,
+                    limit=self.max_unflushed,
+                    sender=self._sender,
+                    owner=self,
+                )
+            return self._channel
+
+    def _commit_buffered(self) -> None:
+        channel = self._channel
+        if channel is not None and channel.has_work():
+            channel.commit()
+
     def history(self) -> pd.DataFrame:
-        """Every ``add_metrics`` call of every writer of this run, one row each, oldest first.
+        """Every ``add_metrics`` and ``log`` call of every writer of this run, one row each, oldest first.
 
         A wide table: ``step`` (``<NA>`` where none was given), ``time`` (UTC), ``writer`` (``rank{n}`` under
         torch.distributed, else ``{host}:{pid}``), then one column per metric, flattened with ``.`` and empty
-        where a call did not log it.  A record cut short by a writer killed mid-append is skipped.
+        where a call did not log it.  What this handle buffered is written first; other processes' records
+        appear once their writer flushed them (within their ``flush_interval``).  A record cut short by a
+        writer killed mid-append is skipped.
         """
         from ._frame import history_frame
 
+        self._commit_buffered()
         return history_frame([({}, {}, _history.read(self.run_dir))])
 
     @property
@@ -482,16 +498,20 @@ class MLRun:
     # -- finishing -----------------------------------------------------------------------------------------
 
     def finish(self, *, timeout: float | None = None) -> None:
-        """Finish the run: record its status in ``config.toml``, drain the wandb queue, finish the wandb run.
+        """Finish the run: write what :meth:`log` buffered, record the status, drain the wandb queue, finish wandb.
 
         Idempotent.  Only the handle that created the run records a status; on a handle from :meth:`load`
-        (another process joining the run), or in a process forked from the creator, it does nothing, so a
-        worker finishing early cannot mark the whole run finished.
+        (another process joining the run), or in a process forked from the creator, it only writes what the
+        handle buffered, so a worker finishing early cannot mark the whole run finished.
 
         Args:
             timeout: seconds to wait for the background wandb queue to drain (default ``wandb_drain_timeout``);
                 what is still queued then is not sent (the local files have it), is counted in
                 :attr:`wandb_stats` as dropped, and is reported in a warning on the ``ml_manager`` logger.
+
+        Raises:
+            FlushError: what :meth:`log` buffered could not be written; the run is not marked finished, the
+                records stay buffered, and ``finish`` may be called again.
         """
         self._close("finished", timeout)
 
@@ -504,10 +524,17 @@ class MLRun:
     def _close(self, status: str, timeout: float | None = None) -> None:
         if self._finished:
             return
+        if self._channel is not None:
+            try:
+                self._channel.close()
+            except FlushError:
+                if status == "finished":
+                    raise  # the run is not finished: the records stay buffered, finish() may be called again
+                # Failing anyway: the error that is on its way up matters more; the exit hooks retry.
         self._finished = True
         if not self._owner or os.getpid() != self._pid:
             return
-        finished_at = _now()
+        finished_at = _create.now()
 
         def mark(document: dict[str, Any]) -> dict[str, Any]:
             meta = document.setdefault("_meta", {})
@@ -531,50 +558,6 @@ class MLRun:
 
     def __enter__(self) -> MLRun:
         return self
-
-    # -- async -----------------------------------------------------------------------------------------------
-    # Each runs its blocking twin in a worker thread (anyio.to_thread): the event loop keeps running while the
-    # call waits for the run's lock, the disk, or wandb.  Works under asyncio and trio.
-
-    @classmethod
-    async def create_async(cls, *args: Any, **kwargs: Any) -> MLRun:
-        """:meth:`create`, awaited without blocking the event loop (``wandb.init`` can take seconds).
-
-        Example::
-
-            async with await MLRun.create_async(config, "./checkpoints", "demo") as run:
-                await run.add_metrics_async({"loss": 0.1}, step=1)
-        """
-        return await _in_thread(functools.partial(cls.create, *args, **kwargs))
-
-    @classmethod
-    async def load_async(cls, *args: Any, **kwargs: Any) -> MLRun:
-        """:meth:`load`, awaited without blocking the event loop."""
-        return await _in_thread(functools.partial(cls.load, *args, **kwargs))
-
-    async def add_metrics_async(self, metrics_dict: Mapping[str, Any], *, step: int | None = None) -> None:
-        """:meth:`add_metrics`, awaited without blocking the event loop, waiting for the lock included.
-
-        Once it returns the values are on disk, exactly as with :meth:`add_metrics`.  If the awaiting task is
-        cancelled, the write already started still completes (it is never left half-done) before the
-        cancellation is delivered.
-        """
-        await _in_thread(functools.partial(self.add_metrics, metrics_dict, step=step))
-
-    async def finish_async(self, *, timeout: float | None = None) -> None:
-        """:meth:`finish`, awaited without blocking the event loop while the wandb queue drains."""
-        await _in_thread(functools.partial(self.finish, timeout=timeout))
-
-    async def __aenter__(self) -> MLRun:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await _in_thread(functools.partial(self._close, "finished" if exc_type is None else "failed"))
 
     def __exit__(
         self,
@@ -602,35 +585,22 @@ class MLRun:
 RUN_DIR_ENV = "ML_MANAGER_RUN_DIR"
 
 
-def _attach_pickled(run_dir: str, durable: bool, lock: LockKind, lock_timeout: float) -> MLRun:
-    return MLRun.attach(run_dir, durable=durable, lock=lock, lock_timeout=lock_timeout)
+def _attach_pickled(  # noqa: PLR0917 - pickle calls it positionally
+    run_dir: str,
+    durable: bool,
+    lock: LockKind,
+    lock_timeout: float,
+    flush_interval: float = _writer.DEFAULT_FLUSH_INTERVAL,
+    max_unflushed: int = _writer.DEFAULT_MAX_UNFLUSHED,
+) -> MLRun:
+    return MLRun.attach(
+        run_dir,
+        durable=durable,
+        lock=lock,
+        lock_timeout=lock_timeout,
+        flush_interval=flush_interval,
+        max_unflushed=max_unflushed,
+    )
 
 
-def _writer() -> str:
-    ranks = _dist.current()
-    return f"rank{ranks.rank}" if ranks is not None else f"{_history.HOST}:{os.getpid()}"
-
-
-async def _in_thread(call: Callable[[], _T]) -> _T:
-    import anyio.to_thread
-
-    return await anyio.to_thread.run_sync(call)
-
-
-def find_project(run_id: str, base_dir: Path) -> str:
-    """The one project under ``base_dir`` holding run ``run_id``.
-
-    Raises:
-        RunNotFoundError: none does.
-        AmbiguousRunError: several do.
-    """
-    try:
-        projects = sorted(entry.name for entry in os.scandir(base_dir) if entry.is_dir())
-    except FileNotFoundError:
-        raise RunNotFoundError(run_id, str(base_dir)) from None
-    holders = [name for name in projects if _storage.RunPaths(base_dir / name / run_id).has_files()]
-    if not holders:
-        raise RunNotFoundError(run_id, str(base_dir))
-    if len(holders) > 1:
-        raise AmbiguousRunError(run_id, holders)
-    return holders[0]
+_CHANNEL_GUARD = threading.Lock()
