@@ -41,6 +41,25 @@ async def test_many_tasks_logging_into_one_run_lose_nothing(base_dir: Path) -> N
     assert (await MLRun.load_async(run.run_id, base_dir)).meta["status"] == "finished"
 
 
+async def test_tasks_log_without_awaiting_and_flush_async_writes_it_all(base_dir: Path) -> None:
+    run = await MLRun.create_async({}, base_dir, "demo", flush_interval=3600)
+    tasks, steps = 20, 50
+
+    async def task(n: int) -> None:
+        for step in range(steps):
+            run.log({f"t{n}": step}, step=step)  # never blocks: no async twin needed
+            await anyio.sleep(0)
+
+    async with anyio.create_task_group() as group:
+        for n in range(tasks):
+            group.start_soon(task, n)
+    assert run.log_stats.pending == tasks * steps
+    await run.flush_async()
+    assert run.log_stats.written == tasks * steps
+    assert read_toml(run.run_dir / "metrics.toml") == {f"t{n}": steps - 1 for n in range(tasks)}
+    await run.finish_async()
+
+
 async def test_waiting_for_the_lock_does_not_hold_the_event_loop(
     base_dir: Path, lock_held_by_a_thread: Callable[[Path], AbstractContextManager[threading.Event]]
 ) -> None:

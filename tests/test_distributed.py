@@ -66,6 +66,29 @@ def test_every_rank_logs_into_one_run_created_by_rank_0(base_dir: Path, tmp_path
         assert list(history[history["writer"] == f"rank{rank}"]["step"]) == list(range(STEPS))
 
 
+def _rank_logs(rank: int, base_dir: str, rendezvous: str) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=WORLD)
+    run = MLRun.create({}, base_dir, "ddp", flush_interval=3600)
+    for step in range(STEPS):
+        run.log({f"rank{rank}": {"loss": 1 / (step + 1)}}, step=step)
+    dist.barrier()
+    dist.destroy_process_group()
+    # No flush, no finish: the process's exit writes the buffer, signed with the rank it was logged under.
+
+
+@pytest.mark.slow
+def test_every_rank_logging_per_step_ends_in_one_run_without_a_flush(base_dir: Path, tmp_path: Path) -> None:
+    torch.multiprocessing.spawn(_rank_logs, args=(str(base_dir), str(tmp_path / "rendezvous")), nprocs=WORLD, join=True)
+    (run_dir,) = (base_dir / "ddp").iterdir()
+    history = MLRun.load(run_dir.name, base_dir).history()
+    assert sorted(set(history["writer"])) == [f"rank{rank}" for rank in range(WORLD)]
+    for rank in range(WORLD):
+        assert list(history[history["writer"] == f"rank{rank}"]["step"]) == list(range(STEPS))
+    assert read_toml(run_dir / "metrics.toml") == {f"rank{rank}": {"loss": 1 / STEPS} for rank in range(WORLD)}
+
+
 @pytest.mark.slow
 def test_the_ddp_example_runs_under_torchrun(tmp_path: Path) -> None:
     torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or shutil.which("torchrun")

@@ -23,8 +23,20 @@ def test_errors_module_all_is_sorted_and_complete() -> None:
 
 
 # What `import ml_manager` must leave for first use: wandb and pandas, and what only a writer (filelock, the
-# TOML writer, subprocess for git) or a reader (the TOML parser, json for the history) needs.
-DEFERRED = ("wandb", "pandas", "filelock", "rtoml", "tomli_w", "tomllib", "logging", "subprocess", "socket", "json")
+# TOML writer, subprocess for git, orjson for the history) or a reader (the TOML parser, json) needs.
+DEFERRED = (
+    "wandb",
+    "pandas",
+    "filelock",
+    "rtoml",
+    "tomli_w",
+    "tomllib",
+    "orjson",
+    "logging",
+    "subprocess",
+    "socket",
+    "json",
+)
 
 
 def test_import_defers_what_it_does_not_need_yet() -> None:

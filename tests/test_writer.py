@@ -16,10 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from ml_manager import FlushError, MLProject, MLRun
+from ml_manager import FlushError, LogStats, MLProject, MLRun
 from ml_manager._history import HISTORY_DIR, writer_file
 from ml_manager._storage import read_toml
-from ml_manager._writer import LogStats
 
 if TYPE_CHECKING:
     from collections.abc import Callable

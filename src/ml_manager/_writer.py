@@ -1,16 +1,8 @@
-"""Per-step logging: a buffer per run handle, and one background thread per process that group-commits them.
+"""The process's writer thread: it commits every open :class:`~._channel.Channel` each flush interval.
 
-``MLRun.log`` checks its values on the caller's thread and appends one record to its handle's
-:class:`Channel`: a ``deque`` append, no lock, no I/O.  The process's writer thread wakes every flush
-interval (sooner when a buffer fills up) and commits each channel:
-
-1. every buffered record to this process's history file in one append (one fsync when durable);
-2. the latest value of every key to ``metrics.toml``, under the run's lock, in one atomic replace;
-3. the records to wandb, one ``log`` per step, through the run's existing sender.
-
-So a process takes the run's lock once per flush, however often it logs.  Failures keep the records:
-what could not be appended is appended at the next commit, what could not be merged is merged then, and the
-error is raised once from the next ``log`` (and from any ``flush``/``finish`` that cannot complete).
+One daemon thread per process, started by the first ``log``, ended when no handle has an open channel
+(``finish``).  It wakes every flush interval, or sooner when a buffer fills up, and commits each channel with
+something to write; a failed commit is kept by its channel and raised from its next ``log``.
 
 Exit: every ordinary end of a process commits what is buffered, from two hooks: ``threading``'s own exit
 hook (it runs in every ordinary exit, multiprocessing fork children included, where ``atexit`` does not run
@@ -24,309 +16,15 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-import time
-import weakref
-from collections import deque
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING
 
-from . import _history, _log, _storage
+from . import _log
 from .errors import FlushError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
     from pathlib import Path
 
-    from ._locking import LockKind
-    from ._storage import RunPaths
-    from ._wandb import WandbSender
-
-_now = time.time
-FLUSH_INTERVAL_ENV = "ML_MANAGER_FLUSH_INTERVAL"
-MAX_UNFLUSHED_ENV = "ML_MANAGER_MAX_UNFLUSHED"
-DEFAULT_FLUSH_INTERVAL = 1.0
-DEFAULT_MAX_UNFLUSHED = 100_000
-# A buffer this full (of its bound) wakes the writer before the interval is up.
-_EARLY = 0.1
-
-
-class LogStats(NamedTuple):
-    """What became of the records one handle logged with :meth:`MLRun.log` in this process.
-
-    Attributes:
-        written: appended to the run's history (and merged into ``metrics.toml``, unless ``failures`` says
-            that is still being retried).
-        pending: buffered in memory, not yet in the history.
-        flushes: commits that completed.
-        failures: commits that failed (each is retried; the first of a series is raised from the next call).
-    """
-
-    written: int = 0
-    pending: int = 0
-    flushes: int = 0
-    failures: int = 0
-
-
-def resolve_flush_interval(value: float | None) -> float:
-    """The flush interval: the explicit value, else ``ML_MANAGER_FLUSH_INTERVAL``, else 1 s.
-
-    Raises:
-        ValueError: not a number of seconds > 0 and finite.
-    """
-    source = "flush_interval"
-    if value is None:
-        raw = os.environ.get(FLUSH_INTERVAL_ENV)
-        if not raw:
-            return DEFAULT_FLUSH_INTERVAL
-        source = FLUSH_INTERVAL_ENV
-        try:
-            value = float(raw)
-        except ValueError:
-            raise ValueError(f"{FLUSH_INTERVAL_ENV}={raw!r} is not a number of seconds") from None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
-        raise ValueError(f"{source} must be a finite number of seconds > 0, not {value!r}")
-    return float(value)
-
-
-def resolve_max_unflushed(value: int | None) -> int:
-    """The most records one handle buffers: the explicit value, else ``ML_MANAGER_MAX_UNFLUSHED``, else 100,000.
-
-    Raises:
-        ValueError: not a positive int.
-    """
-    source = "max_unflushed"
-    if value is None:
-        raw = os.environ.get(MAX_UNFLUSHED_ENV)
-        if not raw:
-            return DEFAULT_MAX_UNFLUSHED
-        source = MAX_UNFLUSHED_ENV
-        try:
-            value = int(raw)
-        except ValueError:
-            raise ValueError(f"{MAX_UNFLUSHED_ENV}={raw!r} is not a number of records") from None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{source} must be a positive int, not {value!r}")
-    return value
-
-
-class Channel:
-    """The records one run handle logged in this process, on their way to disk."""
-
-    def __init__(
-        self,
-        paths: RunPaths,
-        *,
-        durable: bool,
-        lock: LockKind,
-        lock_timeout: float,
-        interval: float,
-        limit: int,
-        sender: WandbSender | None,
-        owner: Any,
-    ) -> None:
-        self.paths = paths
-        self.run_dir = os.path.abspath(paths.run_dir)
-        self.durable = durable
-        self.lock = lock
-        self.lock_timeout = lock_timeout
-        self.interval = interval
-        self.limit = limit
-        self.early = max(1, int(limit * _EARLY))
-        self.sender = sender
-        # The handle, to update its ``metrics`` after a merge; weak, so a dropped handle's records still go.
-        self._owner = weakref.ref(owner)
-        self._reset()
-
-    def _reset(self) -> None:
-        self.records: deque[_history.Record] = deque()
-        self.commit_lock = threading.Lock()
-        self.room = threading.Condition(threading.Lock())
-        self.unwritten: list[_history.Record] = []  # taken from ``records``; the history append failed
-        self.unmerged: dict[str, Any] = {}  # in the history; the metrics.toml merge failed
-        self.written = self.flushes = self.failures = 0
-        self.failure: FlushError | None = None  # the current series of failed commits
-        self.unreported: FlushError | None = None  # raised once from the next log
-        self.urgent = False
-        # False while the next put must first do something: register, start the writer, raise an error.
-        self.ready = False
-
-    # -- the caller's side ---------------------------------------------------------------------------------
-
-    def put(self, step: int | None, values: dict[str, Any]) -> None:
-        """Buffer one record (already checked).  Blocks only when the buffer is at its bound.
-
-        Raises:
-            FlushError: an earlier commit failed (raised once), or the buffer is full while commits fail.
-        """
-        if not self.ready and not self._prepare():
-            # No writer thread can run (an exit hook is logging): write it now.
-            self.records.append((step, _now(), values))
-            self.commit()
-            return
-        records = self.records
-        if len(records) >= self.early:
-            self._crowded()
-        records.append((step, _now(), values))
-
-    def _prepare(self) -> bool:
-        error, self.unreported = self.unreported, None
-        if error is not None:
-            raise error
-        self.ready = _writer.add(self)
-        return self.ready
-
-    def _crowded(self) -> None:
-        if not self.urgent:
-            self.urgent = True
-            _writer.wake()
-        with self.room:
-            while len(self.records) + len(self.unwritten) >= self.limit:
-                if self.failure is not None:
-                    raise self._error(self.failure.reason, self.failure.path, self.failure.errno, self.failure)
-                self.room.wait(self.interval)
-
-    @property
-    def pending(self) -> int:
-        return len(self.records) + len(self.unwritten)
-
-    def has_work(self) -> bool:
-        return bool(self.records or self.unwritten or self.unmerged)
-
-    def stats(self) -> LogStats:
-        return LogStats(self.written, self.pending, self.flushes, self.failures)
-
-    # -- committing ------------------------------------------------------------------------------------------
-
-    def commit(self, *, timeout: float | None = None, report: bool = False) -> None:
-        """Write everything buffered so far: history, then ``metrics.toml``, then wandb.
-
-        Args:
-            timeout: seconds to wait in all, for a commit in progress and for the run's lock; default the
-                lock timeout.
-            report: the writer thread's own commits: a failure is kept to be raised from the next ``log``.
-
-        Raises:
-            FlushError: something could not be written; it stays buffered for the next commit.
-        """
-        limit = self.lock_timeout if timeout is None else timeout
-        deadline = time.monotonic() + limit
-        if not self.commit_lock.acquire(timeout=limit):
-            raise self._error(f"another flush of this run was still running after {limit:g} s", self.run_dir)
-        try:
-            self._commit(max(0.0, deadline - time.monotonic()), report)
-        finally:
-            self.commit_lock.release()
-
-    def _commit(self, lock_timeout: float, report: bool) -> None:
-        records = self.records
-        taken = len(records)
-        if taken:
-            self.unwritten.extend([records.popleft() for _ in range(taken)])
-        self.urgent = False
-        batch = self.unwritten
-        try:
-            if batch:
-                _history.append_lines(
-                    self.paths.run_dir, _history.encode_batch(batch, writer_name()), durable=self.durable
-                )
-                self.unwritten = []
-                self.written += len(batch)
-                _coalesce(self.unmerged, batch)
-                with self.room:
-                    self.room.notify_all()
-            if self.unmerged:
-                merged = _storage.merge_metrics(
-                    self.paths, self.unmerged, lock=self.lock, lock_timeout=lock_timeout, durable=self.durable
-                )
-                self.unmerged = {}
-                owner = self._owner()
-                if owner is not None:
-                    owner.metrics = merged
-        except Exception as exc:
-            self._failed(exc, report)
-        else:
-            self.failure = None
-            self.flushes += 1
-        finally:
-            if batch and not self.unwritten and self.sender is not None:
-                for values, step in _by_step(batch):
-                    self.sender.log(values, step)
-
-    def _failed(self, exc: Exception, report: bool) -> None:
-        self.failures += 1
-        path = getattr(exc, "filename", None) or getattr(exc, "lock_file", None) or getattr(exc, "path", None)
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        error = self._error(reason, str(path or self.run_dir), getattr(exc, "errno", None), exc)
-        if self.failure is None:
-            _log.warning("%s (further failures are counted in run.log_stats until a flush succeeds)", error)
-            if report:
-                self.unreported = error
-                self.ready = False
-        self.failure = error
-        with self.room:
-            self.room.notify_all()
-        raise error from exc
-
-    def _error(
-        self, reason: str, path: str, errno: int | None = None, cause: BaseException | None = None
-    ) -> FlushError:
-        error = FlushError(path, self.pending, reason, errno)
-        error.__cause__ = cause
-        return error
-
-    def close(self, timeout: float | None = None) -> None:
-        """Commit what is buffered and stop taking part in the writer's rounds (a later ``log`` reopens).
-
-        Raises:
-            FlushError: the commit failed; the channel stays open, so the writer and the exit hooks retry.
-        """
-        self.unreported = None
-        self.commit(timeout=timeout)
-        _writer.remove(self)
-        self.ready = False
-
-    def after_fork(self) -> None:
-        """In a forked child: the buffered records are the parent's to write; start empty."""
-        self._reset()
-
-
-def writer_name() -> str:
-    """How this process signs its records: ``rank{n}`` under torch.distributed, else ``{host}:{pid}``."""
-    from . import _dist
-
-    ranks = _dist.current()
-    return f"rank{ranks.rank}" if ranks is not None else f"{_history.HOST}:{os.getpid()}"
-
-
-def _coalesce(into: dict[str, Any], batch: list[_history.Record]) -> None:
-    """The latest value of every key in ``batch``, merged into ``into`` (nested tables key by key)."""
-    for _, _, values in batch:
-        for key, value in values.items():
-            if type(value) is dict:
-                old = into.get(key)
-                if type(old) is dict:
-                    _storage.deep_merge(old, value)
-                else:
-                    into[key] = _storage.copy_document(value)
-            else:
-                into[key] = value
-
-
-def _by_step(batch: list[_history.Record]) -> Iterator[tuple[dict[str, Any], int | None]]:
-    """One wandb call per step: consecutive records of the same step merged; records without a step alone.
-
-    Merges into the records' own dicts: they were written already, and are dropped after this.
-    """
-    values: dict[str, Any] | None = None
-    current: int | None = None
-    for step, _, record in batch:
-        if values is not None and step is not None and step == current:
-            _storage.deep_merge(values, record)
-            continue
-        if values is not None:
-            yield values, current
-        values, current = record, step
-    if values is not None:
-        yield values, current
+    from ._channel import Channel
 
 
 class _Writer:
@@ -408,12 +106,11 @@ class _Writer:
                     _log.warning("the background writer failed", exc_info=True)
 
 
-_writer = _Writer()
+writer = _Writer()
 
 
 def _commit_all(last: bool) -> None:
     """The exit hooks: commit every channel of this process; on the last one, stop the thread."""
-    writer = _writer
     with writer.cond:
         channels = list(writer.channels)
         if last:
@@ -428,13 +125,13 @@ def _commit_all(last: bool) -> None:
 
 def channels_of(run_dir: Path) -> list[Channel]:
     """The open channels of one run in this process."""
-    return _writer.of_run(run_dir)
+    return writer.of_run(run_dir)
 
 
 def _after_fork_in_child() -> None:
-    for channel in _writer.channels:
+    for channel in writer.channels:
         channel.after_fork()
-    _writer._reset()
+    writer._reset()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)

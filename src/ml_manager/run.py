@@ -10,13 +10,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import _create, _dist, _history, _storage, _wandb, _writer
+from . import _channel, _create, _dist, _history, _storage, _wandb, _writer
 from ._async import AsyncMethods
+from ._channel import LogStats
 from ._forward import ForwarderStats
 from ._locking import LockKind, resolve_lock_kind, resolve_lock_timeout
 from ._storage import RunPaths
 from ._values import check_step, metrics_snapshot, normalize_config, normalize_metrics, restore_config
-from ._writer import LogStats
 from .errors import FlushError, RunNotFoundError
 
 if TYPE_CHECKING:
@@ -67,8 +67,8 @@ class MLRun(AsyncMethods):
         lock_timeout: float,
         owner: bool,
         sender: _wandb.WandbSender | None = None,
-        flush_interval: float = _writer.DEFAULT_FLUSH_INTERVAL,
-        max_unflushed: int = _writer.DEFAULT_MAX_UNFLUSHED,
+        flush_interval: float = _channel.DEFAULT_FLUSH_INTERVAL,
+        max_unflushed: int = _channel.DEFAULT_MAX_UNFLUSHED,
     ) -> None:
         self._paths = paths
         self.run_id = paths.run_dir.name
@@ -89,7 +89,7 @@ class MLRun(AsyncMethods):
         self._sender = sender
         self.flush_interval = flush_interval
         self.max_unflushed = max_unflushed
-        self._channel: _writer.Channel | None = None  # what log() buffered, opened by the first log()
+        self._channel: _channel.Channel | None = None  # what log() buffered, opened by the first log()
 
     # -- creating and loading ------------------------------------------------------------------------------
 
@@ -172,8 +172,8 @@ class MLRun(AsyncMethods):
         lock_kind = resolve_lock_kind(lock)
         timeout = resolve_lock_timeout(lock_timeout)
         logging: dict[str, Any] = {
-            "flush_interval": _writer.resolve_flush_interval(flush_interval),
-            "max_unflushed": _writer.resolve_max_unflushed(max_unflushed),
+            "flush_interval": _channel.resolve_flush_interval(flush_interval),
+            "max_unflushed": _channel.resolve_max_unflushed(max_unflushed),
         }
         start = functools.partial(
             cls._start,
@@ -251,8 +251,8 @@ class MLRun(AsyncMethods):
         """
         _storage.check_name(run_id, "run_id")
         timeout = resolve_lock_timeout(lock_timeout)
-        interval = _writer.resolve_flush_interval(flush_interval)
-        most = _writer.resolve_max_unflushed(max_unflushed)
+        interval = _channel.resolve_flush_interval(flush_interval)
+        most = _channel.resolve_max_unflushed(max_unflushed)
         if project_name is None:
             project_name = _create.find_project(run_id, Path(base_dir))
         paths = RunPaths.of(base_dir, project_name, run_id)
@@ -341,8 +341,8 @@ class MLRun(AsyncMethods):
         durable: bool = True,
         lock: LockKind | None = None,
         lock_timeout: float,
-        flush_interval: float = _writer.DEFAULT_FLUSH_INTERVAL,
-        max_unflushed: int = _writer.DEFAULT_MAX_UNFLUSHED,
+        flush_interval: float = _channel.DEFAULT_FLUSH_INTERVAL,
+        max_unflushed: int = _channel.DEFAULT_MAX_UNFLUSHED,
     ) -> MLRun:
         """A loaded run from parsed ``config.toml`` and ``metrics.toml`` documents.
 
@@ -398,7 +398,7 @@ class MLRun(AsyncMethods):
         )
         if not values:
             return  # nothing was written: no history record, nothing for wandb
-        batch = _history.encode_batch([(step, time.time(), values)], _writer.writer_name())
+        batch = _history.encode_batch([(step, time.time(), values)], _channel.writer_name())
         _history.append_lines(self.run_dir, batch, durable=self.durable)
         if self._sender is not None:
             self._sender.log(values, step)
@@ -456,10 +456,10 @@ class MLRun(AsyncMethods):
         """What became of this handle's :meth:`log` records: written, pending, flushes, failures."""
         return self._channel.stats() if self._channel is not None else LogStats()
 
-    def _open_channel(self) -> _writer.Channel:
+    def _open_channel(self) -> _channel.Channel:
         with _CHANNEL_GUARD:
             if self._channel is None:
-                self._channel = _writer.Channel(
+                self._channel = _channel.Channel(
                     self._paths,
                     durable=self.durable,
                     lock=self.lock,
@@ -590,8 +590,8 @@ def _attach_pickled(  # noqa: PLR0917 - pickle calls it positionally
     durable: bool,
     lock: LockKind,
     lock_timeout: float,
-    flush_interval: float = _writer.DEFAULT_FLUSH_INTERVAL,
-    max_unflushed: int = _writer.DEFAULT_MAX_UNFLUSHED,
+    flush_interval: float = _channel.DEFAULT_FLUSH_INTERVAL,
+    max_unflushed: int = _channel.DEFAULT_MAX_UNFLUSHED,
 ) -> MLRun:
     return MLRun.attach(
         run_dir,
