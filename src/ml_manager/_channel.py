@@ -255,8 +255,11 @@ class Channel:
     def _failed(self, exc: Exception, report: bool) -> None:
         self.failures += 1
         path = getattr(exc, "filename", None) or getattr(exc, "lock_file", None) or getattr(exc, "path", None)
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        error = self._error(reason, str(path or self.run_dir), getattr(exc, "errno", None), exc)
+        errno = getattr(exc, "errno", None)
+        errno = errno if isinstance(errno, int) else None
+        # An OSError's strerror already says which step failed; its filename is the error's path.
+        reason = exc.strerror if isinstance(exc, OSError) and errno is not None and exc.strerror else str(exc)
+        error = self._error(reason, str(path or self.run_dir), errno, exc)
         if self.failure is None:
             _log.warning("%s (further failures are counted in run.log_stats until a flush succeeds)", error)
             if report:

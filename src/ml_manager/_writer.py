@@ -58,13 +58,19 @@ class _Writer:
             return True
 
     def remove(self, channel: Channel) -> None:
+        """Leave the writer's rounds; the last channel to leave waits for the thread to end."""
         with self.cond:
             if channel in self.channels:
                 self.channels.remove(channel)
-            thread = self.thread if not self.channels else None
+            thread = self.thread
             self.cond.notify_all()
-        if thread is not None and thread is not threading.current_thread():
-            thread.join()  # it ends at once: nothing left to commit
+            if self.channels or thread is None or thread is threading.current_thread():
+                return
+            while self.thread is thread and not self.channels:
+                self.cond.wait()
+            if self.thread is thread:
+                return  # another handle started logging meanwhile: the thread goes on for it
+        thread.join()  # it has let go of everything and is returning
 
     def wake(self) -> None:
         with self.cond:
@@ -94,6 +100,7 @@ class _Writer:
             with self.cond:
                 if self.stopping or not self.channels:
                     self.thread = None
+                    self.cond.notify_all()
                     return
                 self.cond.wait(min(channel.interval for channel in self.channels))
                 channels = [channel for channel in self.channels if channel.urgent or channel.has_work()]

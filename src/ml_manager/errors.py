@@ -97,7 +97,7 @@ class FlushError(MLManagerError, OSError):
 
     Attributes:
         path: the file that could not be written (a history file or ``metrics.toml``), or the lock file.
-        pending: records of the run still buffered in this process, kept for the next flush.
+        pending: records of the handle not yet in the history, kept in memory for the next flush.
         reason: what went wrong.
     """
 
@@ -113,8 +113,8 @@ class FlushError(MLManagerError, OSError):
 
     def __str__(self) -> str:
         return (
-            f"could not write logged records to {self.path}: {self.reason}; "
-            f"{self.pending} record(s) are kept in memory and retried at the next flush"
+            f"could not write logged records to {self.path}: {self.reason}; what was not written is kept in "
+            f"memory and retried at the next flush ({self.pending} record(s) not yet in the history)"
         )
 
 

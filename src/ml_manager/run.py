@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import os
-import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -457,19 +456,18 @@ class MLRun(AsyncMethods):
         return self._channel.stats() if self._channel is not None else LogStats()
 
     def _open_channel(self) -> _channel.Channel:
-        with _CHANNEL_GUARD:
-            if self._channel is None:
-                self._channel = _channel.Channel(
-                    self._paths,
-                    durable=self.durable,
-                    lock=self.lock,
-                    lock_timeout=self.lock_timeout,
-                    interval=self.flush_interval,
-                    limit=self.max_unflushed,
-                    sender=self._sender,
-                    owner=self,
-                )
-            return self._channel
+        # No lock: two threads logging first at once may each open one; both are committed alike.
+        self._channel = _channel.Channel(
+            self._paths,
+            durable=self.durable,
+            lock=self.lock,
+            lock_timeout=self.lock_timeout,
+            interval=self.flush_interval,
+            limit=self.max_unflushed,
+            sender=self._sender,
+            owner=self,
+        )
+        return self._channel
 
     def _commit_buffered(self) -> None:
         channel = self._channel
@@ -601,6 +599,3 @@ def _attach_pickled(  # noqa: PLR0917 - pickle calls it positionally
         flush_interval=flush_interval,
         max_unflushed=max_unflushed,
     )
-
-
-_CHANNEL_GUARD = threading.Lock()
