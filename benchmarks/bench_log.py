@@ -11,10 +11,11 @@ round, each in a fresh process where another library's threads could otherwise l
    until the last process has all of its records on disk; the same 8 processes with ``add_metrics`` (200
    calls each) for comparison.  The run's history is counted after each round.
 3. A training loop of 0.5 ms steps that logs 5 metrics a step (its final ``flush`` included) against the same
-   loop without logging: with a step that holds the GIL (a pure-Python busy wait, the worst case for the
-   writer thread) and with one that releases it (a numpy matmul of about 0.5 ms on one BLAS thread: a BLAS
-   team spread over every core slows down many times over whenever one core is busy elsewhere, which would
-   swamp the figure).
+   loop without logging, with three kinds of step.  Two hold the GIL, the worst case for the writer thread: a
+   fixed amount of pure-Python work, and a busy wait until a deadline (which hides any pause of the loop
+   shorter than what is left of its step, so it flatters the logged loop).  One releases it: a numpy matmul
+   on one BLAS thread (a BLAS team spread over every core slows down many times over whenever one core is
+   busy elsewhere, which would swamp the figure).
 4. The caller's latency in figure 2's processes (each times every one of its ``log`` calls): p50, p99, max.
 5. Memory while the writer is stalled (a stub blocks the history append) and one thread logs past
    ``max_unflushed``: records buffered, bytes traced by tracemalloc, RSS growth (in a second, untraced
@@ -233,6 +234,18 @@ def _one_blas_thread() -> None:
         os.environ[name] = "1"
 
 
+def _calibrate(seconds: float) -> tuple[int, int]:
+    """Iterations of an empty Python loop that take ``seconds``, and the size of a square float64 matmul."""
+    step = _work_step(10_000)
+    step()  # the interpreter specialises the loop on its first runs
+    took = []
+    for _ in range(201):
+        start = time.perf_counter()
+        step()
+        took.append(time.perf_counter() - start)
+    return round(10_000 * seconds / statistics.median(took)), _calibrate_matmul(seconds)
+
+
 def _calibrate_matmul(seconds: float) -> int:
     """The smallest square float64 matmul that takes ``seconds`` or more (median of 21), or 0 without numpy."""
     _one_blas_thread()
@@ -252,7 +265,15 @@ def _calibrate_matmul(seconds: float) -> int:
     return 0
 
 
-def _busy_step(seconds: float) -> Callable[[], None]:
+def _work_step(iterations: int) -> Callable[[], None]:
+    def step() -> None:
+        for _ in range(iterations):
+            pass
+
+    return step
+
+
+def _deadline_step(seconds: float) -> Callable[[], None]:
     clock = time.perf_counter
 
     def step() -> None:
@@ -284,10 +305,11 @@ def _loop(step: Callable[[], None], steps: int, run: MLRun | None) -> float:
     return time.perf_counter() - start
 
 
-def _loops(steps: int, step_seconds: float, matmul_n: int, seed: int) -> dict[tuple[str, bool], float]:
+def _loops(steps: int, step_seconds: float, sizes: tuple[int, int], seed: int) -> dict[tuple[str, bool], float]:
     """Seconds of each loop variant, (step kind, logged), in a shuffled order."""
     _one_blas_thread()
-    kinds = {"busy": _busy_step(step_seconds)}
+    iterations, matmul_n = sizes
+    kinds = {"work": _work_step(iterations), "deadline": _deadline_step(step_seconds)}
     if matmul_n:
         kinds["matmul"] = _matmul_step(matmul_n)
     variants = [(kind, logged) for kind in kinds for logged in (False, True)]
@@ -383,7 +405,7 @@ class Results:
     memory: list[dict[str, dict[str, float]]]
 
 
-def _round(sizes: Sizes, matmul_n: int, seed: int, results: Results) -> None:
+def _round(sizes: Sizes, steps: tuple[int, int], seed: int, results: Results) -> None:
     callers: list[tuple[str, Callable[[int], array.array[int] | None], int]] = [
         ("ml_manager", _ml_manager_caller, sizes.calls),
         (PEERS[0], _wandb_caller, sizes.peer_calls),
@@ -401,7 +423,7 @@ def _round(sizes: Sizes, matmul_n: int, seed: int, results: Results) -> None:
         results.throughput[how].append(throughput)
         if how == "log":
             results.contention.append(sorted(ns for took in reports for ns in took))
-    results.loops.append(_fresh(_loops, sizes.steps, sizes.step_seconds, matmul_n, seed))
+    results.loops.append(_fresh(_loops, sizes.steps, sizes.step_seconds, steps, seed))
     probes = {}
     for probe in random.sample(["tracemalloc", "RSS"], 2):
         probes[probe] = _fresh(_memory_probe, sizes.max_unflushed, sizes.memory_records, probe == "tracemalloc")
@@ -449,22 +471,25 @@ def _report_jobs(sizes: Sizes, results: Results) -> list[Row]:
     ]
 
 
-def _report_loops(sizes: Sizes, matmul_n: int, results: Results) -> list[Row]:
+def _report_loops(sizes: Sizes, steps: tuple[int, int], results: Results) -> list[Row]:
+    iterations, matmul_n = steps
+    ms = f"{sizes.step_seconds * 1e3:g} ms"
     print(f"\n3. a loop of {sizes.steps:,} steps, 5 metrics logged a step, the final flush included")
-    print(f"{'':44}{'ms/step, no log':>16}{'logged':>8}{'ratio':>8}")
+    print(f"{'':50}{'ms/step, no log':>16}{'logged':>8}{'ratio':>8}")
     labels = {
-        "busy": f"{sizes.step_seconds * 1e3:g} ms busy wait (holds the GIL)",
-        "matmul": f"{matmul_n}x{matmul_n} matmul, 1 thread (releases the GIL)",
+        "work": f"{ms}: {iterations:,} empty Python loops (GIL held)",
+        "deadline": f"{ms}: busy wait to a deadline (GIL held)",
+        "matmul": f"{ms}: {matmul_n}x{matmul_n} matmul, 1 thread (GIL free)",
     }
     rows = []
     for kind, label in labels.items():
         if kind == "matmul" and not matmul_n:
-            print(f"{'numpy matmul (releases the GIL)':44}{'numpy not installed':>27}")
+            print(f"{'numpy matmul (releases the GIL)':50}{'numpy not installed':>27}")
             continue
         bare = statistics.median(loop[kind, False] for loop in results.loops)
         logged = statistics.median(loop[kind, True] for loop in results.loops)
         ratio = statistics.median(loop[kind, True] / loop[kind, False] for loop in results.loops)
-        print(f"{label:44}{bare * 1e3 / sizes.steps:16.3f}{logged * 1e3 / sizes.steps:8.3f}{ratio:8.3f}")
+        print(f"{label:50}{bare * 1e3 / sizes.steps:16.3f}{logged * 1e3 / sizes.steps:8.3f}{ratio:8.3f}")
         rows.append((f"loop, {label}: logged ÷ not", f"{ratio:.3f}", "≤ 1.03"))
     print("   ratio: the median of each round's logged ÷ not logged, run back to back in one process")
     return rows
@@ -510,15 +535,15 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("WANDB_SILENT", "true")
     sizes = QUICK if args.quick else Sizes()
-    matmul_n = _fresh(_calibrate_matmul, sizes.step_seconds)
+    steps = _fresh(_calibrate, sizes.step_seconds)
     results = Results([], {name: [] for name in PEERS}, {"log": [], "add_metrics": []}, [], [], [])
     for r in range(args.rounds):
         start = time.perf_counter()
-        _round(sizes, matmul_n, r, results)
+        _round(sizes, steps, r, results)
         print(f"round {r + 1}/{args.rounds}: {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
     print(f"medians of {args.rounds} rounds")
     rows = _report_callers(sizes, results) + _report_jobs(sizes, results)
-    rows += _report_loops(sizes, matmul_n, results) + _report_contention(sizes, results)
+    rows += _report_loops(sizes, steps, results) + _report_contention(sizes, results)
     rows += _report_memory(sizes, results)
     width = max(len(row[0]) for row in rows)
     print(f"\nsummary, median of {args.rounds} rounds")

@@ -397,6 +397,20 @@ def test_torch_dataloader_workers_lose_nothing(base_dir: Path) -> None:
     run.finish()
 
 
+@pytest.mark.slow
+def test_the_worker_pool_example_loses_nothing(tmp_path: Path) -> None:
+    example = Path(__file__).resolve().parents[1] / "examples" / "multiprocess_workers.py"
+    done = subprocess.run(
+        [sys.executable, str(example), "--base-dir", str(tmp_path / "ck"), "--workers", "4", "--steps", "50"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "logged 200 records" in done.stdout
+
+
 def test_a_pickled_handle_keeps_its_logging_options(base_dir: Path) -> None:
     import pickle
 

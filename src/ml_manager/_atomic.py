@@ -51,9 +51,7 @@ def atomic_write(target: Path, data: bytes, *, durable: bool = True, sync_direct
         try:
             try:
                 step = "writing"
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
+                write_all(fd, data)
                 if durable:
                     step = "syncing (fsync)"
                     os.fsync(fd)
@@ -69,6 +67,13 @@ def atomic_write(target: Path, data: bytes, *, durable: bool = True, sync_direct
         raise OSError(exc.errno, f"{exc.strerror or exc} while {step} the file", str(target)) from exc
     if durable and sync_directory:
         sync_directory_of(target)
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """``os.write`` until every byte of ``data`` is written (a write may take only part of it)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def sync_directory_of(target: Path) -> None:

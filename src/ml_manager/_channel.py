@@ -24,6 +24,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import _history, _log, _storage
+from ._locking import resolve_option
 from ._writer import writer
 from .errors import FlushError
 
@@ -64,42 +65,38 @@ def resolve_flush_interval(value: float | None) -> float:
     """The flush interval: the explicit value, else ``ML_MANAGER_FLUSH_INTERVAL``, else 1 s.
 
     Raises:
-        ValueError: not a number of seconds > 0 and finite.
+        ValueError: not a finite number of seconds > 0.
     """
-    source = "flush_interval"
-    if value is None:
-        raw = os.environ.get(FLUSH_INTERVAL_ENV)
-        if not raw:
-            return DEFAULT_FLUSH_INTERVAL
-        source = FLUSH_INTERVAL_ENV
-        try:
-            value = float(raw)
-        except ValueError:
-            raise ValueError(f"{FLUSH_INTERVAL_ENV}={raw!r} is not a number of seconds") from None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
-        raise ValueError(f"{source} must be a finite number of seconds > 0, not {value!r}")
-    return float(value)
+    return float(
+        resolve_option(
+            value,
+            argument="flush_interval",
+            env=FLUSH_INTERVAL_ENV,
+            default=DEFAULT_FLUSH_INTERVAL,
+            convert=float,
+            valid=lambda seconds: isinstance(seconds, (int, float)) and 0 < seconds < float("inf"),
+            expected="a finite number of seconds > 0",
+        )
+    )
 
 
 def resolve_max_unflushed(value: int | None) -> int:
-    """The most records one handle buffers: the explicit value, else ``ML_MANAGER_MAX_UNFLUSHED``, else 100,000.
+    """The most records a handle buffers: the explicit value, else ``ML_MANAGER_MAX_UNFLUSHED``, else 100,000.
 
     Raises:
         ValueError: not a positive int.
     """
-    source = "max_unflushed"
-    if value is None:
-        raw = os.environ.get(MAX_UNFLUSHED_ENV)
-        if not raw:
-            return DEFAULT_MAX_UNFLUSHED
-        source = MAX_UNFLUSHED_ENV
-        try:
-            value = int(raw)
-        except ValueError:
-            raise ValueError(f"{MAX_UNFLUSHED_ENV}={raw!r} is not a number of records") from None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{source} must be a positive int, not {value!r}")
-    return value
+    return int(
+        resolve_option(
+            value,
+            argument="max_unflushed",
+            env=MAX_UNFLUSHED_ENV,
+            default=DEFAULT_MAX_UNFLUSHED,
+            convert=int,
+            valid=lambda records: isinstance(records, int) and records > 0,
+            expected="a positive number of records",
+        )
+    )
 
 
 class Channel:

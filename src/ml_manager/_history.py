@@ -17,6 +17,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from . import _log
+from ._atomic import write_all
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -119,9 +120,7 @@ def append_lines(run_dir: Path, data: bytes, *, durable: bool) -> None:
                 data = b"\n" + data
             try:
                 step = "appending to"
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
+                write_all(fd, data)
                 if durable:
                     step = "syncing (fsync)"
                     os.fsync(fd)

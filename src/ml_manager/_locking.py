@@ -23,13 +23,13 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ._queue import FairQueue
 from .errors import LockTimeoutError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
     import filelock
 
@@ -67,19 +67,47 @@ def resolve_lock_timeout(timeout: float | None) -> float:
     Raises:
         ValueError: the value is not a finite, non-negative number of seconds.
     """
-    source = "lock_timeout"
-    if timeout is None:
-        raw = os.environ.get(LOCK_TIMEOUT_ENV)
-        if raw is None:
-            return DEFAULT_LOCK_TIMEOUT
-        source = LOCK_TIMEOUT_ENV
+    return float(
+        resolve_option(
+            timeout,
+            argument="lock_timeout",
+            env=LOCK_TIMEOUT_ENV,
+            default=DEFAULT_LOCK_TIMEOUT,
+            convert=float,
+            valid=lambda value: isinstance(value, (int, float)) and 0 <= value < float("inf"),
+            expected="a finite number of seconds >= 0",
+        )
+    )
+
+
+def resolve_option(
+    value: Any,
+    *,
+    argument: str,
+    env: str,
+    default: Any,
+    convert: Callable[[str], Any],
+    valid: Callable[[Any], bool],
+    expected: str,
+) -> Any:
+    """An option's value: the argument, else the environment variable ``env`` (unless empty), else ``default``.
+
+    Raises:
+        ValueError: the value (or the variable) is not what the option takes; the message names which.
+    """
+    source = argument
+    if value is None:
+        raw = os.environ.get(env)
+        if not raw:
+            return default
+        source = env
         try:
-            timeout = float(raw)
+            value = convert(raw)
         except ValueError:
-            raise ValueError(f"{LOCK_TIMEOUT_ENV}={raw!r} is not a number of seconds") from None
-    if not (0 <= timeout < float("inf")):
-        raise ValueError(f"{source} must be a finite number of seconds >= 0, not {timeout!r}")
-    return float(timeout)
+            raise ValueError(f"{env}={raw!r} is not {expected}") from None
+    if isinstance(value, bool) or not valid(value):
+        raise ValueError(f"{source} must be {expected}, not {value!r}")
+    return value
 
 
 def resolve_lock_kind(kind: str | None, recorded: object = None) -> LockKind:
