@@ -149,24 +149,28 @@ class Channel:
         """Buffer one record (already checked).  Blocks only when the buffer is at its bound.
 
         Raises:
-            FlushError: an earlier commit failed (raised once), or the buffer is full while commits fail.
+            FlushError: an earlier commit failed (raised once, this record kept), or the buffer is full while
+                commits fail (this record not kept).
         """
-        if not self.ready and not self._prepare():
-            # No writer thread can run (an exit hook is logging): write it now.
-            self.records.append((step, _now(), values))
-            self.commit()
+        if not self.ready:
+            self._put_first(step, values)
             return
         records = self.records
         if len(records) >= self.early:
             self._crowded()
         records.append((step, _now(), values))
 
-    def _prepare(self) -> bool:
+    def _put_first(self, step: int | None, values: dict[str, Any]) -> None:
+        """``put`` when something must happen first: join the writer's rounds, report a failure."""
         error, self.unreported = self.unreported, None
+        if len(self.records) >= self.early:
+            self._crowded()
+        self.ready = writer.add(self)
+        self.records.append((step, _now(), values))
+        if not self.ready:
+            self.commit()  # no writer thread can run (an exit hook is logging): write it now
         if error is not None:
             raise error
-        self.ready = writer.add(self)
-        return self.ready
 
     def _crowded(self) -> None:
         if not self.urgent:

@@ -424,8 +424,9 @@ class MLRun(AsyncMethods):
             TypeError: a key, value or step that cannot be recorded (the message names its key path);
                 nothing of this call is kept.
             ValueError: a value TOML cannot hold; nothing of this call is kept.
-            FlushError: an earlier flush of this handle's records failed (raised once; the records are kept
-                and retried), or ``max_unflushed`` records are buffered while flushes keep failing.
+            FlushError: an earlier flush of this handle's records failed (raised once; the records, this
+                call's included, are kept and retried), or ``max_unflushed`` records are buffered while flushes
+                keep failing (this call's record is not kept).
         """
         if step is not None and (type(step) is not int or step < 0):
             check_step(step)
