@@ -11,11 +11,13 @@ round, each in a fresh process where another library's threads could otherwise l
    until the last process has all of its records on disk; the same 8 processes with ``add_metrics`` (200
    calls each) for comparison.  The run's history is counted after each round.
 3. A training loop of 0.5 ms steps that logs 5 metrics a step (its final ``flush`` included) against the same
-   loop without logging, with three kinds of step.  Two hold the GIL, the worst case for the writer thread: a
-   fixed amount of pure-Python work, and a busy wait until a deadline (which hides any pause of the loop
-   shorter than what is left of its step, so it flatters the logged loop).  One releases it: a numpy matmul
-   on one BLAS thread (a BLAS team spread over every core slows down many times over whenever one core is
-   busy elsewhere, which would swamp the figure).
+   loop without logging, each twice a round in the order A B B A, with two kinds of step.  A pure-Python busy
+   wait until a deadline holds the GIL, the worst case for the writer thread (it hides a pause of the loop
+   shorter than what is left of its step, but the writer's turns with the GIL last up to the 5 ms switch
+   interval, ten steps; a fixed amount of Python work instead would show them whole, but its own duration
+   drifts by 10-15% from one loop to the next on a shared machine, which swamps a 3% figure).  A numpy matmul
+   on one BLAS thread releases it (a BLAS team spread over every core slows down many times over whenever one
+   core is busy elsewhere, which would swamp the figure too).
 4. The caller's latency in figure 2's processes (each times every one of its ``log`` calls): p50, p99, max.
 5. Memory while the writer is stalled (a stub blocks the history append) and one thread logs past
    ``max_unflushed``: records buffered, bytes traced by tracemalloc, RSS growth (in a second, untraced
@@ -234,18 +236,6 @@ def _one_blas_thread() -> None:
         os.environ[name] = "1"
 
 
-def _calibrate(seconds: float) -> tuple[int, int]:
-    """Iterations of an empty Python loop that take ``seconds``, and the size of a square float64 matmul."""
-    step = _work_step(10_000)
-    step()  # the interpreter specialises the loop on its first runs
-    took = []
-    for _ in range(201):
-        start = time.perf_counter()
-        step()
-        took.append(time.perf_counter() - start)
-    return round(10_000 * seconds / statistics.median(took)), _calibrate_matmul(seconds)
-
-
 def _calibrate_matmul(seconds: float) -> int:
     """The smallest square float64 matmul that takes ``seconds`` or more (median of 21), or 0 without numpy."""
     _one_blas_thread()
@@ -263,14 +253,6 @@ def _calibrate_matmul(seconds: float) -> int:
         if statistics.median(took) >= seconds:
             return n
     return 0
-
-
-def _work_step(iterations: int) -> Callable[[], None]:
-    def step() -> None:
-        for _ in range(iterations):
-            pass
-
-    return step
 
 
 def _deadline_step(seconds: float) -> Callable[[], None]:
@@ -305,20 +287,28 @@ def _loop(step: Callable[[], None], steps: int, run: MLRun | None) -> float:
     return time.perf_counter() - start
 
 
-def _loops(steps: int, step_seconds: float, sizes: tuple[int, int], seed: int) -> dict[tuple[str, bool], float]:
-    """Seconds of each loop variant, (step kind, logged), in a shuffled order."""
+def _loops(steps: int, step_seconds: float, matmul_n: int, seed: int) -> dict[tuple[str, bool], float]:
+    """Seconds of each loop variant, (step kind, logged), each the sum of two loops."""
     _one_blas_thread()
-    iterations, matmul_n = sizes
-    kinds = {"work": _work_step(iterations), "deadline": _deadline_step(step_seconds)}
+    kinds = {"deadline": _deadline_step(step_seconds)}
     if matmul_n:
         kinds["matmul"] = _matmul_step(matmul_n)
-    variants = [(kind, logged) for kind in kinds for logged in (False, True)]
-    random.Random(seed).shuffle(variants)
-    seconds = {}
+    # Each kind's loops as A B B A (which of logged and bare comes first drawn at random), so that a machine
+    # drifting faster or slower over those seconds moves both alike.
+    draw = random.Random(seed)
+    order = []
+    for kind in draw.sample(list(kinds), len(kinds)):
+        first = draw.random() < 0.5
+        order += [(kind, first), (kind, not first), (kind, not first), (kind, first)]
+    seconds = dict.fromkeys(order, 0.0)
     with tempfile.TemporaryDirectory() as tmp:
-        for kind, logged in variants:
+        # The process's first commit imports the encoders and opens files: paid once per process, not per loop.
+        run = MLRun.create({}, tmp, "bench", mode="disabled")
+        run.log(_five(0), step=0)
+        run.finish()
+        for kind, logged in order:
             run = MLRun.create({}, tmp, "bench", mode="disabled")
-            seconds[kind, logged] = _loop(kinds[kind], steps, run if logged else None)
+            seconds[kind, logged] += _loop(kinds[kind], steps, run if logged else None)
             run.finish()
     return seconds
 
@@ -405,7 +395,7 @@ class Results:
     memory: list[dict[str, dict[str, float]]]
 
 
-def _round(sizes: Sizes, steps: tuple[int, int], seed: int, results: Results) -> None:
+def _round(sizes: Sizes, matmul_n: int, seed: int, results: Results) -> None:
     callers: list[tuple[str, Callable[[int], array.array[int] | None], int]] = [
         ("ml_manager", _ml_manager_caller, sizes.calls),
         (PEERS[0], _wandb_caller, sizes.peer_calls),
@@ -423,7 +413,7 @@ def _round(sizes: Sizes, steps: tuple[int, int], seed: int, results: Results) ->
         results.throughput[how].append(throughput)
         if how == "log":
             results.contention.append(sorted(ns for took in reports for ns in took))
-    results.loops.append(_fresh(_loops, sizes.steps, sizes.step_seconds, steps, seed))
+    results.loops.append(_fresh(_loops, sizes.steps, sizes.step_seconds, matmul_n, seed))
     probes = {}
     for probe in random.sample(["tracemalloc", "RSS"], 2):
         probes[probe] = _fresh(_memory_probe, sizes.max_unflushed, sizes.memory_records, probe == "tracemalloc")
@@ -471,15 +461,14 @@ def _report_jobs(sizes: Sizes, results: Results) -> list[Row]:
     ]
 
 
-def _report_loops(sizes: Sizes, steps: tuple[int, int], results: Results) -> list[Row]:
-    iterations, matmul_n = steps
+def _report_loops(sizes: Sizes, matmul_n: int, results: Results) -> list[Row]:
     ms = f"{sizes.step_seconds * 1e3:g} ms"
+    loops = 2 * sizes.steps  # steps in the two loops of a variant
     print(f"\n3. a loop of {sizes.steps:,} steps, 5 metrics logged a step, the final flush included")
     print(f"{'':50}{'ms/step, no log':>16}{'logged':>8}{'ratio':>8}")
     labels = {
-        "work": f"{ms}: {iterations:,} empty Python loops (GIL held)",
-        "deadline": f"{ms}: busy wait to a deadline (GIL held)",
-        "matmul": f"{ms}: {matmul_n}x{matmul_n} matmul, 1 thread (GIL free)",
+        "deadline": f"{ms}: Python busy wait (holds the GIL)",
+        "matmul": f"{ms}: {matmul_n}x{matmul_n} matmul, 1 thread (frees the GIL)",
     }
     rows = []
     for kind, label in labels.items():
@@ -489,9 +478,9 @@ def _report_loops(sizes: Sizes, steps: tuple[int, int], results: Results) -> lis
         bare = statistics.median(loop[kind, False] for loop in results.loops)
         logged = statistics.median(loop[kind, True] for loop in results.loops)
         ratio = statistics.median(loop[kind, True] / loop[kind, False] for loop in results.loops)
-        print(f"{label:50}{bare * 1e3 / sizes.steps:16.3f}{logged * 1e3 / sizes.steps:8.3f}{ratio:8.3f}")
+        print(f"{label:50}{bare * 1e3 / loops:16.3f}{logged * 1e3 / loops:8.3f}{ratio:8.3f}")
         rows.append((f"loop, {label}: logged ÷ not", f"{ratio:.3f}", "≤ 1.03"))
-    print("   ratio: the median of each round's logged ÷ not logged, run back to back in one process")
+    print("   ratio: the median of the rounds' logged ÷ not logged, in one process, loops ordered A B B A")
     return rows
 
 
@@ -535,15 +524,15 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("WANDB_SILENT", "true")
     sizes = QUICK if args.quick else Sizes()
-    steps = _fresh(_calibrate, sizes.step_seconds)
+    matmul_n = _fresh(_calibrate_matmul, sizes.step_seconds)
     results = Results([], {name: [] for name in PEERS}, {"log": [], "add_metrics": []}, [], [], [])
     for r in range(args.rounds):
         start = time.perf_counter()
-        _round(sizes, steps, r, results)
+        _round(sizes, matmul_n, r, results)
         print(f"round {r + 1}/{args.rounds}: {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
     print(f"medians of {args.rounds} rounds")
     rows = _report_callers(sizes, results) + _report_jobs(sizes, results)
-    rows += _report_loops(sizes, steps, results) + _report_contention(sizes, results)
+    rows += _report_loops(sizes, matmul_n, results) + _report_contention(sizes, results)
     rows += _report_memory(sizes, results)
     width = max(len(row[0]) for row in rows)
     print(f"\nsummary, median of {args.rounds} rounds")

@@ -250,8 +250,7 @@ class Channel:
             self.flushes += 1
         finally:
             if batch and not self.unwritten and self.sender is not None:
-                for values, step in _by_step(batch):
-                    self.sender.log(values, step)
+                self.sender.log_many(_by_step(batch))
 
     def _failed(self, exc: Exception, report: bool) -> None:
         self.failures += 1

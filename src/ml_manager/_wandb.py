@@ -11,11 +11,14 @@ import os
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from . import _log
 from ._forward import Forwarder, ForwarderStats
 from .errors import MLManagerWarning
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 Mode = Literal["online", "offline", "disabled"]
 MODES: tuple[Mode, ...] = ("online", "offline", "disabled")
@@ -226,9 +229,17 @@ class WandbSender:
 
     def log(self, values: dict[str, Any], step: int | None) -> None:
         """Send (or queue) one ``add_metrics`` call; never raises, never blocks on wandb in background mode."""
+        self.log_many([(values, step)])
+
+    def log_many(self, calls: Iterable[tuple[dict[str, Any], int | None]]) -> None:
+        """:meth:`log` each of ``calls`` (``run.log``'s records, one call per step), in order."""
         if self._closed or os.getpid() != self._pid:
-            self._counts["dropped"] += 1
+            self._counts["dropped"] += sum(1 for _ in calls)
             return
+        for values, step in calls:
+            self._send(values, step)
+
+    def _send(self, values: dict[str, Any], step: int | None) -> None:
         if self._forwarder is not None:
             self._forwarder.submit((values, step))
             return
