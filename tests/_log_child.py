@@ -53,6 +53,29 @@ def _killed_while_logging(run_dir: str) -> None:
             print(f"flushed {step}", flush=True)
 
 
+def _thread_after_main(run_dir: str, count: int) -> None:
+    """A non-daemon thread that goes on logging after the main thread returned, and after the exit hook that
+    runs before such threads are joined: only the hook that runs after they are joined can write that."""
+    import threading
+
+    # Registered before ml_manager registers its own (at the first log): threading runs these last-in
+    # first-out, so this one runs after ml_manager's.
+    hooks_ran = threading.Event()
+    threading._register_atexit(hooks_ran.set)  # type: ignore[attr-defined]
+    first_half = threading.Event()
+
+    def late() -> None:
+        run = MLRun.attach(run_dir, flush_interval=HOUR)
+        for step in range(count):
+            if step == count // 2:
+                first_half.set()
+                hooks_ran.wait()
+            run.log({"late": step}, step=step)
+
+    threading.Thread(target=late).start()
+    first_half.wait()
+
+
 def main() -> None:
     run_dir, how = sys.argv[1], sys.argv[2]
     count = int(sys.argv[3]) if len(sys.argv) > 3 else 100
@@ -69,19 +92,7 @@ def main() -> None:
     elif how in ("pool-fork", "pool-spawn"):
         _in_pool(run_dir, how.removeprefix("pool-"), count)
     elif how == "thread-after-main":
-        # A non-daemon thread that is still logging when the main thread returns.
-        import threading
-
-        started = threading.Event()
-
-        def late() -> None:
-            run = MLRun.attach(run_dir, flush_interval=HOUR)
-            started.set()
-            for step in range(count):
-                run.log({"late": step}, step=step)
-
-        threading.Thread(target=late).start()
-        started.wait()
+        _thread_after_main(run_dir, count)
     elif how == "killed":
         _killed_while_logging(run_dir)
     elif how in ("sigterm", "sigterm-handled"):

@@ -16,6 +16,7 @@ bounded: past ``max_unflushed`` records ``log`` waits for the writer (or raises,
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -123,6 +124,7 @@ class Channel:
         self.limit = limit
         self.early = max(1, int(limit * _EARLY))
         self.sender = sender
+        _import_what_a_commit_needs()
         # The handle, to update its ``metrics`` after a merge; weak, so a dropped handle's records still go.
         self._owner = weakref.ref(owner)
         self._reset()
@@ -296,6 +298,15 @@ class Channel:
         """In a forked child: the buffered records are the parent's to write; start empty, signed anew."""
         self._reset()
         self.writer = None
+
+
+def _import_what_a_commit_needs() -> None:
+    # The first commit may be an exit hook's, when an import can fail: some filelock releases bring in
+    # concurrent.futures, which registers an exit hook of its own, refused once the interpreter is shutting
+    # down.  A handle first used that late gets the failure from its commit, as a FlushError.
+    with contextlib.suppress(RuntimeError):
+        import filelock  # noqa: F401
+    import orjson  # noqa: F401
 
 
 def writer_name() -> str:
