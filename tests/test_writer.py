@@ -440,7 +440,8 @@ def test_a_full_disk_surfaces_from_flush_and_loses_nothing_once_space_is_freed(
     tmp_path: Path, small_tmpfs: Callable[[Path, str], Any]
 ) -> None:
     with small_tmpfs(tmp_path / "disk", "512k") as disk:
-        run = MLRun.create({}, disk, "demo", mode="disabled", flush_interval=HOUR, max_unflushed=2000)
+        # An hour's interval and a buffer far from full: the writer thread never runs, flush alone writes.
+        run = MLRun.create({}, disk, "demo", mode="disabled", flush_interval=HOUR)
         run.log({"loss": -1.0}, step=0)
         run.flush()
         filler = _fill(disk)
@@ -455,16 +456,29 @@ def test_a_full_disk_surfaces_from_flush_and_loses_nothing_once_space_is_freed(
         assert "No space left on device" in str(caught.value)
         assert run.log_stats == LogStats(written=1, pending=1000, flushes=1, failures=1)
         assert [r["step"] for r in _records(run.run_dir)] == [0]  # cut back: no partial record
-        # Logging goes on until the buffer is full; then, the writer failing, log raises instead of waiting.
-        for step in range(1001, 2001):
-            run.log({"loss": 1 / step}, step=step)
-        with pytest.raises(FlushError):
-            run.log({"loss": 0.0}, step=2001)
         filler.unlink()
         run.finish()
-        assert [r["step"] for r in _records(run.run_dir)] == list(range(2001))
-        assert run.log_stats.written == 2001
-        assert run.log_stats.pending == 0
+        assert [r["step"] for r in _records(run.run_dir)] == list(range(1001))
+        assert run.log_stats == LogStats(written=1001, pending=0, flushes=2, failures=1)
+
+
+@pytest.mark.slow
+def test_a_full_buffer_raises_from_log_while_writes_fail(
+    tmp_path: Path, small_tmpfs: Callable[[Path, str], Any]
+) -> None:
+    with small_tmpfs(tmp_path / "disk", "512k") as disk:
+        run = MLRun.create({}, disk, "demo", mode="disabled", flush_interval=HOUR, max_unflushed=20)
+        filler = _fill(disk)
+        run.log({"loss": 0.0, "padding": "x" * 8192}, step=0)
+        with pytest.raises(FlushError):
+            run.flush()
+        for step in range(1, 20):
+            run.log({"loss": float(step)}, step=step)  # buffered: the bound is not reached yet
+        with pytest.raises(FlushError, match="No space left on device"):
+            run.log({"loss": 20.0}, step=20)  # at the bound while writes fail: raised, not kept, no wait
+        filler.unlink()
+        run.finish()
+        assert [r["step"] for r in _records(run.run_dir)] == list(range(20))
 
 
 @pytest.mark.slow
