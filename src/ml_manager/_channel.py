@@ -175,7 +175,8 @@ class Channel:
             raise error
 
     def _crowded(self) -> None:
-        if not self.urgent:
+        # While writes fail, the writer retries at its interval, not at every call: no retry storm.
+        if not self.urgent and self.failure is None:
             self.urgent = True
             writer.wake()
         with self.room:
