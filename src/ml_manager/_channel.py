@@ -256,7 +256,6 @@ class Channel:
                 self.sender.log_many(_by_step(batch))
 
     def _failed(self, exc: Exception, report: bool) -> None:
-        self.failures += 1
         path = getattr(exc, "filename", None) or getattr(exc, "lock_file", None) or getattr(exc, "path", None)
         errno = getattr(exc, "errno", None)
         errno = errno if isinstance(errno, int) else None
@@ -269,6 +268,7 @@ class Channel:
                 self.unreported = error
                 self.ready = False
         self.failure = error
+        self.failures += 1  # last: whoever sees the count sees the error ready to be raised
         with self.room:
             self.room.notify_all()
         raise error from exc
