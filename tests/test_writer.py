@@ -202,11 +202,11 @@ def test_flush_interval_and_buffer_bound_are_checked(base_dir: Path, monkeypatch
 def test_a_lock_that_times_out_keeps_the_merge_for_the_next_flush_and_never_duplicates(
     base_dir: Path, lock_held_by_a_thread: Callable[[Path], Any]
 ) -> None:
-    run = MLRun.create({}, base_dir, "demo", flush_interval=HOUR)
+    run = MLRun.create({}, base_dir, "demo", flush_interval=HOUR, lock_timeout=0.2)
     run.log({"loss": 1.0}, step=0)
     with lock_held_by_a_thread(run.run_dir / "run.lock"):
         with pytest.raises(FlushError, match="could not lock") as caught:
-            run.flush(timeout=0.2)
+            run.flush()
         assert caught.value.path == str(run.run_dir / "run.lock")
         assert isinstance(caught.value.__cause__, TimeoutError)
     assert [r["step"] for r in _records(run.run_dir)] == [0]  # the append went through before the lock

@@ -128,21 +128,26 @@ class Channel:
         # The handle, to update its ``metrics`` after a merge; weak, so a dropped handle's records still go.
         self._owner = weakref.ref(owner)
         self._reset()
+        writer.known.add(self)
         # Signed now, while the process group that gives the rank is up: the last commit may come after it
         # was destroyed, at exit.
         self.writer: str | None = writer_name()
 
     def _reset(self) -> None:
         self.records: deque[_history.Record] = deque()
-        self.commit_lock = threading.Lock()
-        self.room = threading.Condition(threading.Lock())
+        self.commit_lock = threading.Lock()  # held by whoever writes: the writer thread, or an exit hook
+        self.state = threading.Lock()  # guards ready, unreported and joining or leaving the writer's rounds
+        self.done = threading.Condition(threading.Lock())  # flush requests and what became of them
+        self.room = threading.Condition(threading.Lock())  # log calls waiting for room in the buffer
         self.unwritten: list[_history.Record] = []  # taken from ``records``; the history append failed
         self.unmerged: dict[str, Any] = {}  # in the history; the metrics.toml merge failed
         self.written = self.flushes = self.failures = 0
         self.failure: FlushError | None = None  # the current series of failed commits
         self.unreported: FlushError | None = None  # raised once from the next log
+        self.requested = self.served = 0  # flush requests made, and served by a commit
+        self.served_error: FlushError | None = None
         self.urgent = False
-        # False while the next put must first do something: register, start the writer, raise an error.
+        # False while the next put must first do something: join the writer's rounds, raise an error.
         self.ready = False
 
     # -- the caller's side ---------------------------------------------------------------------------------
@@ -164,13 +169,15 @@ class Channel:
 
     def _put_first(self, step: int | None, values: dict[str, Any]) -> None:
         """``put`` when something must happen first: join the writer's rounds, report a failure."""
-        error, self.unreported = self.unreported, None
         if len(self.records) >= self.early:
             self._crowded()
-        self.ready = writer.add(self)
-        self.records.append((step, _now(), values))
-        if not self.ready:
-            self.commit()  # no writer thread can run (an exit hook is logging): write it now
+        with self.state:
+            error, self.unreported = self.unreported, None
+            self.ready = writer.add(self)
+            self.records.append((step, _now(), values))
+            alone = not self.ready
+        if alone:
+            self.commit()  # no writer thread can run (the exit hooks are writing): write it now
         if error is not None:
             raise error
 
@@ -183,7 +190,12 @@ class Channel:
             while len(self.records) + len(self.unwritten) >= self.limit:
                 if self.failure is not None:
                     raise self._error(self.failure.reason, self.failure.path, self.failure.errno, self.failure)
+                if not writer.serves(self):
+                    break
                 self.room.wait(self.interval)
+            else:
+                return
+        self.commit()  # nobody else makes room: write it here
 
     @property
     def pending(self) -> int:
@@ -192,10 +204,72 @@ class Channel:
     def has_work(self) -> bool:
         return bool(self.records or self.unwritten or self.unmerged)
 
+    def busy(self) -> bool:
+        """Something to write, or a commit under way (between taking records and merging them, say)."""
+        return self.has_work() or self.commit_lock.locked()
+
     def stats(self) -> LogStats:
         return LogStats(self.written, self.pending, self.flushes, self.failures)
 
+    def flush(self, timeout: float | None = None) -> None:
+        """Have everything buffered so far written, and wait for it.
+
+        The writer thread does the writing; the caller only waits, so an exception that interrupts the wait
+        (Ctrl-C, a signal handler's ``sys.exit``) can never leave a write half-done.  Without a writer
+        thread (an exit hook is writing, or the channel left the rounds) the caller writes itself.
+
+        Raises:
+            FlushError: the commit failed, or ``timeout`` passed before it was done; what was not written
+                stays buffered.
+        """
+        if not writer.serves(self):
+            self.commit(timeout=timeout)
+            return
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self.done:
+            self.requested += 1
+            ticket = self.requested
+        writer.wake()
+        with self.done:
+            while self.served < ticket:
+                if not writer.serves(self):
+                    break
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise self._error(f"not written within {timeout:g} s; the writer goes on trying", self.run_dir)
+                self.done.wait(remaining)
+            else:
+                error = self.served_error
+                if error is not None:
+                    raise self._error(error.reason, error.path, error.errno, error.__cause__)
+                return
+        self.commit(timeout=timeout)  # the writer stopped meanwhile (exit): write it here
+
     # -- committing ------------------------------------------------------------------------------------------
+
+    def asked(self) -> bool:
+        """Whether a flush waits for the writer, or the buffer is filling up."""
+        return self.urgent or self.requested > self.served
+
+    def due(self) -> bool:
+        """Whether the writer's round should commit this channel."""
+        return self.asked() or self.has_work()
+
+    def serve(self) -> None:
+        """The writer thread's commit: it answers the flush requests made before it started."""
+        with self.done:
+            target = self.requested
+            waited_for = target > self.served
+        try:
+            self.commit(report=not waited_for)
+        except FlushError as exc:
+            error: FlushError | None = exc
+        else:
+            error = None
+        with self.done:
+            self.served = max(self.served, target)
+            self.served_error = error
+            self.done.notify_all()
 
     def commit(self, *, timeout: float | None = None, report: bool = False) -> None:
         """Write everything buffered so far: history, then ``metrics.toml``, then wandb.
@@ -203,20 +277,21 @@ class Channel:
         Args:
             timeout: seconds to wait in all, for a commit in progress and for the run's lock; default the
                 lock timeout.
-            report: the writer thread's own commits: a failure is kept to be raised from the next ``log``.
+            report: nobody waits for this commit: a failure is kept to be raised from the next ``log``.
 
         Raises:
             FlushError: something could not be written; it stays buffered for the next commit.
         """
-        if not report:
-            # The caller waits for this commit and sees its outcome: an earlier failure it heals, or raises
-            # anew, needs no second report from the next log.
-            self.unreported = None
         limit = self.lock_timeout if timeout is None else timeout
         deadline = time.monotonic() + limit
         if not self.commit_lock.acquire(timeout=limit):
             raise self._error(f"another flush of this run was still running after {limit:g} s", self.run_dir)
         try:
+            if not report:
+                # The caller sees this commit's outcome: an earlier failure it heals, or raises anew, needs
+                # no second report from the next log.
+                with self.state:
+                    self.unreported = None
             self._commit(max(0.0, deadline - time.monotonic()), report)
         finally:
             self.commit_lock.release()
@@ -233,9 +308,9 @@ class Channel:
                 _history.append_lines(
                     self.paths.run_dir, _history.encode_batch(batch, self._writer_name()), durable=self.durable
                 )
+                _coalesce(self.unmerged, batch)  # before the batch leaves ``unwritten``: never nothing to do
                 self.unwritten = []
                 self.written += len(batch)
-                _coalesce(self.unmerged, batch)
                 with self.room:
                     self.room.notify_all()
             if self.unmerged:
@@ -262,13 +337,14 @@ class Channel:
         # An OSError's strerror already says which step failed; its filename is the error's path.
         reason = exc.strerror if isinstance(exc, OSError) and errno is not None and exc.strerror else str(exc)
         error = self._error(reason, str(path or self.run_dir), errno, exc)
-        if self.failure is None:
-            _log.warning("%s (further failures are counted in run.log_stats until a flush succeeds)", error)
-            if report:
-                self.unreported = error
-                self.ready = False
-        self.failure = error
-        self.failures += 1  # last: whoever sees the count sees the error ready to be raised
+        with self.state:
+            if self.failure is None:
+                _log.warning("%s (further failures are counted in run.log_stats until a flush succeeds)", error)
+                if report:
+                    self.unreported = error
+                    self.ready = False
+            self.failure = error
+            self.failures += 1  # last: whoever sees the count sees the error ready to be raised
         with self.room:
             self.room.notify_all()
         raise error from exc
@@ -281,14 +357,31 @@ class Channel:
         return error
 
     def close(self, timeout: float | None = None) -> None:
-        """Commit what is buffered and stop taking part in the writer's rounds (a later ``log`` reopens).
+        """Write what is buffered and leave the writer's rounds (a later ``log`` joins them again).
 
         Raises:
-            FlushError: the commit failed; the channel stays open, so the writer and the exit hooks retry.
+            FlushError: the commit failed; the channel stays in the rounds, so the writer and the exit hooks
+                retry.
         """
-        self.commit(timeout=timeout)
-        writer.remove(self)
-        self.ready = False
+        with self.state:
+            self.ready = False  # a log from now on goes through _put_first
+        self.flush(timeout)
+        with self.state:
+            thread = writer.remove(self)
+            if self.records:  # a log on another thread came in meanwhile: stay for it
+                self.ready = writer.add(self)
+                thread = None
+        if thread is not None:
+            writer.wait_for_end(thread)
+
+    def stop(self) -> None:
+        """The last exit hook: the writer thread is stopping; logs and flushes from now on write by themselves."""
+        with self.state:
+            self.ready = False
+        with self.done:
+            self.done.notify_all()
+        with self.room:
+            self.room.notify_all()
 
     def _writer_name(self) -> str:
         if self.writer is None:
@@ -301,6 +394,14 @@ class Channel:
         self.writer = None
 
 
+def writer_name() -> str:
+    """How this process signs its records: ``rank{n}`` under torch.distributed, else ``{host}:{pid}``."""
+    from . import _dist
+
+    ranks = _dist.current()
+    return f"rank{ranks.rank}" if ranks is not None else f"{_history.HOST}:{os.getpid()}"
+
+
 def _import_what_a_commit_needs() -> None:
     # The first commit may be an exit hook's, when an import can fail: some filelock releases bring in
     # concurrent.futures, which registers an exit hook of its own, refused once the interpreter is shutting
@@ -308,14 +409,6 @@ def _import_what_a_commit_needs() -> None:
     with contextlib.suppress(RuntimeError):
         import filelock  # noqa: F401
     import orjson  # noqa: F401
-
-
-def writer_name() -> str:
-    """How this process signs its records: ``rank{n}`` under torch.distributed, else ``{host}:{pid}``."""
-    from . import _dist
-
-    ranks = _dist.current()
-    return f"rank{ranks.rank}" if ranks is not None else f"{_history.HOST}:{os.getpid()}"
 
 
 def _coalesce(into: dict[str, Any], batch: list[_history.Record]) -> None:

@@ -16,6 +16,8 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import time
+import weakref
 from typing import TYPE_CHECKING
 
 from . import _log
@@ -36,41 +38,60 @@ class _Writer:
     def _reset(self) -> None:
         self.cond = threading.Condition(threading.Lock())
         self.channels: list[Channel] = []
+        # Every channel made in this process, open or not: the exit hooks write whatever any still holds.
+        self.known: weakref.WeakSet[Channel] = weakref.WeakSet()
         self.thread: threading.Thread | None = None
         self.stopping = False
         self.hooked = False
+        self.opening = threading.Lock()  # one channel per handle, however many threads log first at once
 
     def add(self, channel: Channel) -> bool:
         """Take part in the writer's rounds, starting the thread if needed; False if no thread can run."""
         with self.cond:
+            if self.stopping:
+                return False  # the exit hooks are writing: the caller writes for itself
             if channel not in self.channels:
                 self.channels.append(channel)
             if self.thread is None:
-                if self.stopping:
-                    return False
                 self._hook()
                 thread = threading.Thread(target=self._work, name="ml_manager-writer", daemon=True)
                 try:
                     thread.start()
                 except RuntimeError:  # interpreter shutdown
+                    self.channels.remove(channel)
                     return False
                 self.thread = thread
             return True
 
-    def remove(self, channel: Channel) -> None:
-        """Leave the writer's rounds; the last channel to leave waits for the thread to end."""
+    def remove(self, channel: Channel) -> threading.Thread | None:
+        """Leave the writer's rounds; returns the thread when no channel is left, for :meth:`wait_for_end`."""
         with self.cond:
             if channel in self.channels:
                 self.channels.remove(channel)
-            thread = self.thread
             self.cond.notify_all()
+            thread = self.thread
             if self.channels or thread is None or thread is threading.current_thread():
-                return
+                return None
+            return thread
+
+    def wait_for_end(self, thread: threading.Thread) -> None:
+        """Wait until ``thread`` ends, unless a handle started logging meanwhile (then it goes on for it)."""
+        with self.cond:
             while self.thread is thread and not self.channels:
                 self.cond.wait()
             if self.thread is thread:
-                return  # another handle started logging meanwhile: the thread goes on for it
+                return
         thread.join()  # it has let go of everything and is returning
+
+    def serves(self, channel: Channel) -> bool:
+        """Whether the thread commits ``channel`` for others (False: the caller commits by itself)."""
+        thread = self.thread
+        return (
+            thread is not None
+            and not self.stopping
+            and thread is not threading.current_thread()
+            and channel in self.channels
+        )
 
     def wake(self) -> None:
         with self.cond:
@@ -98,17 +119,23 @@ class _Writer:
     def _work(self) -> None:
         while True:
             with self.cond:
+                if self.channels:
+                    # Until the interval is up, or sooner for a flush request or a crowded buffer: checked
+                    # before each wait, so a request made before this thread first waited is not missed.
+                    deadline = time.monotonic() + min(channel.interval for channel in self.channels)
+                    while not self.stopping and self.channels and not any(c.asked() for c in self.channels):
+                        remaining = deadline - time.monotonic()
+                        if remaining <= 0:
+                            break
+                        self.cond.wait(remaining)
                 if self.stopping or not self.channels:
                     self.thread = None
                     self.cond.notify_all()
                     return
-                self.cond.wait(min(channel.interval for channel in self.channels))
-                channels = [channel for channel in self.channels if channel.urgent or channel.has_work()]
+                channels = [channel for channel in self.channels if channel.due()]
             for channel in channels:
                 try:
-                    channel.commit(report=True)
-                except FlushError:
-                    pass  # kept, counted, and raised from the next log
+                    channel.serve()
                 except Exception:  # a bug must not stop the rounds: what is buffered is still written at exit
                     _log.warning("the background writer failed", exc_info=True)
 
@@ -117,13 +144,17 @@ writer = _Writer()
 
 
 def _commit_all(last: bool) -> None:
-    """The exit hooks: commit every channel of this process; on the last one, stop the thread."""
+    """The exit hooks: commit every channel of this process here; the last one stops the thread first."""
     with writer.cond:
-        channels = list(writer.channels)
         if last:
             writer.stopping = True
             writer.cond.notify_all()
+        channels = list(writer.known)
     for channel in channels:
+        if last:
+            channel.stop()
+        if not channel.has_work():
+            continue
         try:
             channel.commit()
         except FlushError as exc:
@@ -136,9 +167,11 @@ def channels_of(run_dir: Path) -> list[Channel]:
 
 
 def _after_fork_in_child() -> None:
-    for channel in writer.channels:
+    for channel in list(writer.known):
         channel.after_fork()
+    known = writer.known
     writer._reset()
+    writer.known = known
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -449,7 +449,7 @@ class MLRun(AsyncMethods):
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         for channel in _writer.channels_of(self.run_dir):
-            channel.commit(timeout=None if deadline is None else max(0.0, deadline - time.monotonic()))
+            channel.flush(None if deadline is None else max(0.0, deadline - time.monotonic()))
 
     @property
     def log_stats(self) -> LogStats:
@@ -457,23 +457,24 @@ class MLRun(AsyncMethods):
         return self._channel.stats() if self._channel is not None else LogStats()
 
     def _open_channel(self) -> _channel.Channel:
-        # No lock: two threads logging first at once may each open one; both are committed alike.
-        self._channel = _channel.Channel(
-            self._paths,
-            durable=self.durable,
-            lock=self.lock,
-            lock_timeout=self.lock_timeout,
-            interval=self.flush_interval,
-            limit=self.max_unflushed,
-            sender=self._sender,
-            owner=self,
-        )
-        return self._channel
+        with _writer.writer.opening:
+            if self._channel is None:
+                self._channel = _channel.Channel(
+                    self._paths,
+                    durable=self.durable,
+                    lock=self.lock,
+                    lock_timeout=self.lock_timeout,
+                    interval=self.flush_interval,
+                    limit=self.max_unflushed,
+                    sender=self._sender,
+                    owner=self,
+                )
+            return self._channel
 
     def _commit_buffered(self) -> None:
         channel = self._channel
-        if channel is not None and channel.has_work():
-            channel.commit()
+        if channel is not None and channel.busy():
+            channel.flush()
 
     def history(self) -> pd.DataFrame:
         """Every ``add_metrics`` and ``log`` call of every writer of this run, one row each, oldest first.
