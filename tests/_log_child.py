@@ -76,6 +76,37 @@ def _thread_after_main(run_dir: str, count: int) -> None:
     first_half.wait()
 
 
+def _interrupted_flushes(run_dir: str, rounds: int) -> None:
+    """Ctrl-C (a timer's KeyboardInterrupt) landing anywhere in flush(), again and again; then finish."""
+    import random
+
+    armed = False
+
+    def interrupt(signum: int, frame: object) -> None:
+        if armed:
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGALRM, interrupt)
+    run = MLRun.attach(run_dir, flush_interval=HOUR)
+    step = interrupted = 0
+    draw = random.Random(0)
+    for _ in range(rounds):
+        for _ in range(200):
+            run.log({"interrupted": step}, step=step)
+            step += 1
+        try:
+            armed = True
+            signal.setitimer(signal.ITIMER_REAL, draw.uniform(0, 0.003))
+            run.flush()
+        except KeyboardInterrupt:
+            interrupted += 1
+        finally:
+            armed = False
+            signal.setitimer(signal.ITIMER_REAL, 0)
+    run.finish()
+    print(f"{step} {interrupted}")
+
+
 def main() -> None:
     run_dir, how = sys.argv[1], sys.argv[2]
     count = int(sys.argv[3]) if len(sys.argv) > 3 else 100
@@ -93,6 +124,8 @@ def main() -> None:
         _in_pool(run_dir, how.removeprefix("pool-"), count)
     elif how == "thread-after-main":
         _thread_after_main(run_dir, count)
+    elif how == "interrupted-flushes":
+        _interrupted_flushes(run_dir, count)
     elif how == "killed":
         _killed_while_logging(run_dir)
     elif how in ("sigterm", "sigterm-handled"):

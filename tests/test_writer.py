@@ -170,6 +170,56 @@ def test_many_threads_log_at_once(base_dir: Path) -> None:
     assert read_toml(run.run_dir / "metrics.toml") == {f"t{n}": steps - 1 for n in range(threads)}
 
 
+def test_a_log_on_another_thread_while_finish_runs_is_kept(base_dir: Path) -> None:
+    for _ in range(30):
+        run = MLRun.create({}, base_dir, "demo", flush_interval=HOUR, durable=False)
+        run.log({"main": 0}, step=0)
+        barrier = threading.Barrier(2)
+
+        def side(run: MLRun = run, barrier: threading.Barrier = barrier) -> None:
+            barrier.wait()
+            for step in range(1, 51):
+                run.log({"side": step}, step=step)
+
+        thread = threading.Thread(target=side)
+        thread.start()
+        barrier.wait()
+        run.finish()
+        thread.join()
+        run.flush()  # what came after finish, if anything, is the handle's to write: it is still open
+        assert [r["step"] for r in _records(run.run_dir)] == list(range(51))
+        run.finish()
+
+
+def test_threads_logging_first_at_once_share_one_buffer(base_dir: Path) -> None:
+    run = MLRun.create({}, base_dir, "demo", flush_interval=HOUR)
+    barrier = threading.Barrier(8)
+
+    def first(n: int) -> None:
+        barrier.wait()
+        run.log({f"t{n}": n}, step=n)
+
+    threads = [threading.Thread(target=first, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert run.log_stats.pending == 8  # one buffer for the handle: finish writes all of it
+    run.finish()
+    assert sorted(r["step"] for r in _records(run.run_dir)) == list(range(8))
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_flush_never_loses_nor_duplicates_a_record(base_dir: Path) -> None:
+    run = MLRun.create({}, base_dir, "demo")
+    done = _child(run.run_dir, "interrupted-flushes", 60)
+    assert done.returncode == 0, done.stderr
+    logged, interrupted = map(int, done.stdout.split())
+    assert interrupted > 0  # the interrupts did land inside flush()
+    assert _steps(_records(run.run_dir), "interrupted") == list(range(logged))
+    run.finish()
+
+
 def test_records_of_one_step_reach_wandb_in_one_call(base_dir: Path) -> None:
     run = MLRun.create({}, base_dir, "demo", mode="offline", flush_interval=HOUR)
     run.log({"loss": 1.0}, step=0)

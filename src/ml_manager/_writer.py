@@ -52,6 +52,7 @@ class _Writer:
                 return False  # the exit hooks are writing: the caller writes for itself
             if channel not in self.channels:
                 self.channels.append(channel)
+                self.cond.notify_all()  # a finish waiting for the thread to end: it goes on instead
             if self.thread is None:
                 self._hook()
                 thread = threading.Thread(target=self._work, name="ml_manager-writer", daemon=True)

@@ -522,15 +522,15 @@ class MLRun(AsyncMethods):
         return status if isinstance(status, str) else None
 
     def _close(self, status: str, timeout: float | None = None) -> None:
-        if self._finished:
-            return
-        if self._channel is not None:
+        if self._channel is not None:  # every time: a log may have come after an earlier finish
             try:
                 self._channel.close()
             except FlushError:
                 if status == "finished":
                     raise  # the run is not finished: the records stay buffered, finish() may be called again
                 # Failing anyway: the error that is on its way up matters more; the exit hooks retry.
+        if self._finished:
+            return
         self._finished = True
         if not self._owner or os.getpid() != self._pid:
             return
