@@ -6,8 +6,8 @@ atomically (and logs to Weights & Biases), ``MLProject`` loads a whole project i
 
 from typing import Any as _Any
 
-from ._channel import LogStats
 from ._forward import ForwarderStats
+from ._writer import LogStats
 from .errors import (
     AmbiguousRunError,
     CorruptRunFileError,

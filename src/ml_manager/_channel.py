@@ -22,82 +22,21 @@ import threading
 import time
 import weakref
 from collections import deque
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from . import _history, _log, _storage
-from ._locking import resolve_option
-from ._writer import writer
+from ._wandb import one_call_per_step
+from ._writer import LogStats, writer
 from .errors import FlushError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-
     from ._locking import LockKind
     from ._storage import RunPaths
     from ._wandb import WandbSender
 
 _now = time.time
-FLUSH_INTERVAL_ENV = "ML_MANAGER_FLUSH_INTERVAL"
-MAX_UNFLUSHED_ENV = "ML_MANAGER_MAX_UNFLUSHED"
-DEFAULT_FLUSH_INTERVAL = 1.0
-DEFAULT_MAX_UNFLUSHED = 100_000
 # A buffer this full (of its bound) wakes the writer before the interval is up.
 _EARLY = 0.1
-
-
-class LogStats(NamedTuple):
-    """What became of the records one handle logged with :meth:`MLRun.log` in this process.
-
-    Attributes:
-        written: appended to the run's history (and merged into ``metrics.toml``, unless ``failures`` says
-            that is still being retried).
-        pending: buffered in memory, not yet in the history.
-        flushes: commits that completed.
-        failures: commits that failed (each is retried; the first of a series is raised from the next call).
-    """
-
-    written: int = 0
-    pending: int = 0
-    flushes: int = 0
-    failures: int = 0
-
-
-def resolve_flush_interval(value: float | None) -> float:
-    """The flush interval: the explicit value, else ``ML_MANAGER_FLUSH_INTERVAL``, else 1 s.
-
-    Raises:
-        ValueError: not a finite number of seconds > 0.
-    """
-    return float(
-        resolve_option(
-            value,
-            argument="flush_interval",
-            env=FLUSH_INTERVAL_ENV,
-            default=DEFAULT_FLUSH_INTERVAL,
-            convert=float,
-            valid=lambda seconds: isinstance(seconds, (int, float)) and 0 < seconds < float("inf"),
-            expected="a finite number of seconds > 0",
-        )
-    )
-
-
-def resolve_max_unflushed(value: int | None) -> int:
-    """The most records a handle buffers: the explicit value, else ``ML_MANAGER_MAX_UNFLUSHED``, else 100,000.
-
-    Raises:
-        ValueError: not a positive int.
-    """
-    return int(
-        resolve_option(
-            value,
-            argument="max_unflushed",
-            env=MAX_UNFLUSHED_ENV,
-            default=DEFAULT_MAX_UNFLUSHED,
-            convert=int,
-            valid=lambda records: isinstance(records, int) and records > 0,
-            expected="a positive number of records",
-        )
-    )
 
 
 class Channel:
@@ -131,7 +70,7 @@ class Channel:
         writer.known.add(self)
         # Signed now, while the process group that gives the rank is up: the last commit may come after it
         # was destroyed, at exit.
-        self.writer: str | None = writer_name()
+        self.writer: str | None = _history.writer_name()
 
     def _reset(self) -> None:
         self.records: deque[_history.Record] = deque()
@@ -328,7 +267,7 @@ class Channel:
             self.flushes += 1
         finally:
             if batch and not self.unwritten and self.sender is not None:
-                self.sender.log_many(_by_step(batch))
+                self.sender.log_many(one_call_per_step(batch))
 
     def _failed(self, exc: Exception, report: bool) -> None:
         path = getattr(exc, "filename", None) or getattr(exc, "lock_file", None) or getattr(exc, "path", None)
@@ -385,21 +324,13 @@ class Channel:
 
     def _writer_name(self) -> str:
         if self.writer is None:
-            self.writer = writer_name()
+            self.writer = _history.writer_name()
         return self.writer
 
     def after_fork(self) -> None:
         """In a forked child: the buffered records are the parent's to write; start empty, signed anew."""
         self._reset()
         self.writer = None
-
-
-def writer_name() -> str:
-    """How this process signs its records: ``rank{n}`` under torch.distributed, else ``{host}:{pid}``."""
-    from . import _dist
-
-    ranks = _dist.current()
-    return f"rank{ranks.rank}" if ranks is not None else f"{_history.HOST}:{os.getpid()}"
 
 
 def _import_what_a_commit_needs() -> None:
@@ -423,21 +354,3 @@ def _coalesce(into: dict[str, Any], batch: list[_history.Record]) -> None:
                     into[key] = _storage.copy_document(value)
             else:
                 into[key] = value
-
-
-def _by_step(batch: list[_history.Record]) -> Iterator[tuple[dict[str, Any], int | None]]:
-    """One wandb call per step: consecutive records of the same step merged; records without a step alone.
-
-    Merges into the records' own dicts: they were written already, and are dropped after this.
-    """
-    values: dict[str, Any] | None = None
-    current: int | None = None
-    for step, _, record in batch:
-        if values is not None and step is not None and step == current:
-            _storage.deep_merge(values, record)
-            continue
-        if values is not None:
-            yield values, current
-        values, current = record, step
-    if values is not None:
-        yield values, current

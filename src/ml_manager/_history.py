@@ -48,6 +48,14 @@ def writer_file(run_dir: Path) -> Path:
     return run_dir / HISTORY_DIR / f"{_FILE_HOST}-{os.getpid()}.jsonl"
 
 
+def writer_name() -> str:
+    """How this process signs its records: ``rank{n}`` under torch.distributed, else ``{host}:{pid}``."""
+    from . import _dist
+
+    ranks = _dist.current()
+    return f"rank{ranks.rank}" if ranks is not None else f"{HOST}:{os.getpid()}"
+
+
 def _default(value: Any) -> Any:
     if isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
         return value.isoformat()

@@ -15,10 +15,13 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from . import _log
 from ._forward import Forwarder, ForwarderStats
+from ._storage import deep_merge
 from .errors import MLManagerWarning
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Iterator
+
+    from ._history import Record
 
 Mode = Literal["online", "offline", "disabled"]
 MODES: tuple[Mode, ...] = ("online", "offline", "disabled")
@@ -292,3 +295,21 @@ class WandbSender:
     def thread_alive(self) -> bool:
         """Whether the background thread is still running."""
         return self._forwarder is not None and self._forwarder.thread_alive
+
+
+def one_call_per_step(batch: list[Record]) -> Iterator[tuple[dict[str, Any], int | None]]:
+    """One wandb call per step: consecutive records of the same step merged; records without a step alone.
+
+    Merges into the records' own dicts: they were written already, and are dropped after this.
+    """
+    values: dict[str, Any] | None = None
+    current: int | None = None
+    for step, _, record in batch:
+        if values is not None and step is not None and step == current:
+            deep_merge(values, record)
+            continue
+        if values is not None:
+            yield values, current
+        values, current = record, step
+    if values is not None:
+        yield values, current

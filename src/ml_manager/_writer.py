@@ -18,15 +18,77 @@ import os
 import threading
 import time
 import weakref
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from . import _log
+from ._locking import resolve_option
 from .errors import FlushError
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     from ._channel import Channel
+
+
+FLUSH_INTERVAL_ENV = "ML_MANAGER_FLUSH_INTERVAL"
+MAX_UNFLUSHED_ENV = "ML_MANAGER_MAX_UNFLUSHED"
+DEFAULT_FLUSH_INTERVAL = 1.0
+DEFAULT_MAX_UNFLUSHED = 100_000
+
+
+class LogStats(NamedTuple):
+    """What became of the records one handle logged with :meth:`MLRun.log` in this process.
+
+    Attributes:
+        written: appended to the run's history (and merged into ``metrics.toml``, unless ``failures`` says
+            that is still being retried).
+        pending: buffered in memory, not yet in the history.
+        flushes: commits that completed.
+        failures: commits that failed (each is retried; the first of a series is raised from the next call).
+    """
+
+    written: int = 0
+    pending: int = 0
+    flushes: int = 0
+    failures: int = 0
+
+
+def resolve_flush_interval(value: float | None) -> float:
+    """The flush interval: the explicit value, else ``ML_MANAGER_FLUSH_INTERVAL``, else 1 s.
+
+    Raises:
+        ValueError: not a finite number of seconds > 0.
+    """
+    return float(
+        resolve_option(
+            value,
+            argument="flush_interval",
+            env=FLUSH_INTERVAL_ENV,
+            default=DEFAULT_FLUSH_INTERVAL,
+            convert=float,
+            valid=lambda seconds: isinstance(seconds, (int, float)) and 0 < seconds < float("inf"),
+            expected="a finite number of seconds > 0",
+        )
+    )
+
+
+def resolve_max_unflushed(value: int | None) -> int:
+    """The most records a handle buffers: the explicit value, else ``ML_MANAGER_MAX_UNFLUSHED``, else 100,000.
+
+    Raises:
+        ValueError: not a positive int.
+    """
+    return int(
+        resolve_option(
+            value,
+            argument="max_unflushed",
+            env=MAX_UNFLUSHED_ENV,
+            default=DEFAULT_MAX_UNFLUSHED,
+            convert=int,
+            valid=lambda records: isinstance(records, int) and records > 0,
+            expected="a positive number of records",
+        )
+    )
 
 
 class _Writer:

@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING, Any
 
 from . import _channel, _create, _dist, _history, _storage, _wandb, _writer
 from ._async import AsyncMethods
-from ._channel import LogStats
 from ._forward import ForwarderStats
 from ._locking import LockKind, resolve_lock_kind, resolve_lock_timeout
 from ._storage import RunPaths
 from ._values import check_step, metrics_snapshot, normalize_config, normalize_metrics, restore_config
+from ._writer import LogStats
 from .errors import FlushError, RunNotFoundError
 
 if TYPE_CHECKING:
@@ -66,8 +66,8 @@ class MLRun(AsyncMethods):
         lock_timeout: float,
         owner: bool,
         sender: _wandb.WandbSender | None = None,
-        flush_interval: float = _channel.DEFAULT_FLUSH_INTERVAL,
-        max_unflushed: int = _channel.DEFAULT_MAX_UNFLUSHED,
+        flush_interval: float = _writer.DEFAULT_FLUSH_INTERVAL,
+        max_unflushed: int = _writer.DEFAULT_MAX_UNFLUSHED,
     ) -> None:
         self._paths = paths
         self.run_id = paths.run_dir.name
@@ -171,8 +171,8 @@ class MLRun(AsyncMethods):
         lock_kind = resolve_lock_kind(lock)
         timeout = resolve_lock_timeout(lock_timeout)
         logging: dict[str, Any] = {
-            "flush_interval": _channel.resolve_flush_interval(flush_interval),
-            "max_unflushed": _channel.resolve_max_unflushed(max_unflushed),
+            "flush_interval": _writer.resolve_flush_interval(flush_interval),
+            "max_unflushed": _writer.resolve_max_unflushed(max_unflushed),
         }
         start = functools.partial(
             cls._start,
@@ -250,8 +250,8 @@ class MLRun(AsyncMethods):
         """
         _storage.check_name(run_id, "run_id")
         timeout = resolve_lock_timeout(lock_timeout)
-        interval = _channel.resolve_flush_interval(flush_interval)
-        most = _channel.resolve_max_unflushed(max_unflushed)
+        interval = _writer.resolve_flush_interval(flush_interval)
+        most = _writer.resolve_max_unflushed(max_unflushed)
         if project_name is None:
             project_name = _create.find_project(run_id, Path(base_dir))
         paths = RunPaths.of(base_dir, project_name, run_id)
@@ -340,8 +340,8 @@ class MLRun(AsyncMethods):
         durable: bool = True,
         lock: LockKind | None = None,
         lock_timeout: float,
-        flush_interval: float = _channel.DEFAULT_FLUSH_INTERVAL,
-        max_unflushed: int = _channel.DEFAULT_MAX_UNFLUSHED,
+        flush_interval: float = _writer.DEFAULT_FLUSH_INTERVAL,
+        max_unflushed: int = _writer.DEFAULT_MAX_UNFLUSHED,
     ) -> MLRun:
         """A loaded run from parsed ``config.toml`` and ``metrics.toml`` documents.
 
@@ -397,7 +397,7 @@ class MLRun(AsyncMethods):
         )
         if not values:
             return  # nothing was written: no history record, nothing for wandb
-        batch = _history.encode_batch([(step, time.time(), values)], _channel.writer_name())
+        batch = _history.encode_batch([(step, time.time(), values)], _history.writer_name())
         _history.append_lines(self.run_dir, batch, durable=self.durable)
         if self._sender is not None:
             self._sender.log(values, step)
@@ -439,13 +439,16 @@ class MLRun(AsyncMethods):
         """Write everything this process logged to the run with :meth:`log` so far, and wait for it.
 
         Returns once it is in the history and ``metrics.toml`` (fsynced when durable), and queued for wandb.
+        The process's writer thread does the writing and this call waits for it, so an exception that
+        interrupts the wait (Ctrl-C, a signal handler's ``sys.exit``) never leaves a write half-done.
 
         Args:
-            timeout: seconds to wait at most, for the run's lock included; default ``lock_timeout``.
+            timeout: seconds to wait at most; default until the writer is done (its wait for the run's lock
+                is bounded by ``lock_timeout``).
 
         Raises:
-            FlushError: something could not be written (naming the file and the cause); it stays buffered
-                and is retried at the next flush.
+            FlushError: something could not be written (naming the file and the cause), or ``timeout``
+                passed first; what was not written stays buffered and is retried.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         for channel in _writer.channels_of(self.run_dir):
@@ -590,8 +593,8 @@ def _attach_pickled(  # noqa: PLR0917 - pickle calls it positionally
     durable: bool,
     lock: LockKind,
     lock_timeout: float,
-    flush_interval: float = _channel.DEFAULT_FLUSH_INTERVAL,
-    max_unflushed: int = _channel.DEFAULT_MAX_UNFLUSHED,
+    flush_interval: float = _writer.DEFAULT_FLUSH_INTERVAL,
+    max_unflushed: int = _writer.DEFAULT_MAX_UNFLUSHED,
 ) -> MLRun:
     return MLRun.attach(
         run_dir,
