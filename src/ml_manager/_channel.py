@@ -247,7 +247,8 @@ class Channel:
                 _history.append_lines(
                     self.paths.run_dir, _history.encode_batch(batch, self._writer_name()), durable=self.durable
                 )
-                _coalesce(self.unmerged, batch)  # before the batch leaves ``unwritten``: never nothing to do
+                for _, _, values in batch:  # before the batch leaves ``unwritten``: never nothing to do
+                    _storage.deep_merge(self.unmerged, values)
                 self.unwritten = []
                 self.written += len(batch)
                 with self.room:
@@ -340,17 +341,3 @@ def _import_what_a_commit_needs() -> None:
     with contextlib.suppress(RuntimeError):
         import filelock  # noqa: F401
     import orjson  # noqa: F401
-
-
-def _coalesce(into: dict[str, Any], batch: list[_history.Record]) -> None:
-    """The latest value of every key in ``batch``, merged into ``into`` (nested tables key by key)."""
-    for _, _, values in batch:
-        for key, value in values.items():
-            if type(value) is dict:
-                old = into.get(key)
-                if type(old) is dict:
-                    _storage.deep_merge(old, value)
-                else:
-                    into[key] = _storage.copy_document(value)
-            else:
-                into[key] = value

@@ -162,6 +162,9 @@ def write_toml(path: Path, document: Mapping[str, Any], *, durable: bool, sync_d
 def deep_merge(base: dict[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
     """Merge ``new`` into ``base`` in place: tables merge key by key, any other value replaces."""
     for key, value in new.items():
+        if type(value) in _LEAVES:  # the common case first, without the slow Mapping check: it replaces
+            base[key] = value
+            continue
         old = base.get(key)
         if isinstance(value, Mapping) and isinstance(old, dict):
             deep_merge(old, value)
