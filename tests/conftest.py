@@ -138,3 +138,20 @@ def _small_tmpfs(where: Path, size: str) -> Iterator[Path]:
 def small_tmpfs() -> Callable[[Path, str], contextlib.AbstractContextManager[Path]]:
     """Mount a tmpfs of the given size (a real disk that fills up) for the block; skips where mounting fails."""
     return _small_tmpfs
+
+
+def _fill_disk(directory: Path) -> Path:
+    """Fill the filesystem: write until the kernel says ENOSPC; returns the file to remove to free it."""
+    filler = directory / "filler.bin"
+    with filler.open("wb", buffering=0) as handle:
+        chunk = b"\0" * 4096
+        with contextlib.suppress(OSError):
+            while True:
+                handle.write(chunk)
+    return filler
+
+
+@pytest.fixture
+def fill_disk() -> Callable[[Path], Path]:
+    """Fill the filesystem holding a directory (a small tmpfs, say) to the last byte."""
+    return _fill_disk

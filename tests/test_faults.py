@@ -6,7 +6,6 @@ no temp file remains, and the next call succeeds once the fault is gone.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import json
 import os
@@ -22,6 +21,7 @@ from ml_manager._locking import run_lock
 from ml_manager._storage import read_toml
 
 if TYPE_CHECKING:
+    import contextlib
     from collections.abc import Callable, Iterator
 
 CHILD = Path(__file__).with_name("_fault_child.py")
@@ -92,27 +92,18 @@ def test_a_lock_that_times_out_names_the_lock_file_and_changes_nothing(base_dir:
     assert _child(base_dir, run.run_id, "none") == {"ok": True}
 
 
-def _fill(directory: Path) -> Path:
-    """Fill the filesystem: write until the kernel says ENOSPC."""
-    filler = directory / "filler.bin"
-    with filler.open("wb", buffering=0) as handle:
-        chunk = b"\0" * 4096
-        with contextlib.suppress(OSError):
-            while True:
-                handle.write(chunk)
-    return filler
-
-
 @pytest.mark.slow
 def test_a_really_full_disk_changes_nothing_and_the_run_recovers(
-    tmp_path: Path, small_tmpfs: Callable[[Path, str], contextlib.AbstractContextManager[Path]]
+    tmp_path: Path,
+    small_tmpfs: Callable[[Path, str], contextlib.AbstractContextManager[Path]],
+    fill_disk: Callable[[Path], Path],
 ) -> None:
     with small_tmpfs(tmp_path / "disk", "512k") as disk:
         run = MLRun.create({"lr": 0.1}, disk, "demo", mode="disabled")
         run.add_metrics({"accuracy": 0.5})
         metrics_file = run.run_dir / "metrics.toml"
         before = metrics_file.read_bytes()
-        filler = _fill(disk)
+        filler = fill_disk(disk)
         with pytest.raises(OSError, match=r"metrics\.toml") as caught:
             run.add_metrics({"accuracy": 0.9, "padding": "x" * 8192})
         assert caught.value.errno == errno.ENOSPC

@@ -473,28 +473,16 @@ def test_a_pickled_handle_keeps_its_logging_options(base_dir: Path) -> None:
 # -- failures ------------------------------------------------------------------------------------------------------
 
 
-def _fill(directory: Path) -> Path:
-    filler = directory / "filler.bin"
-    with filler.open("wb", buffering=0) as handle:
-        chunk = b"\0" * 4096
-        try:
-            while True:
-                handle.write(chunk)
-        except OSError:
-            pass
-    return filler
-
-
 @pytest.mark.slow
 def test_a_full_disk_surfaces_from_flush_and_loses_nothing_once_space_is_freed(
-    tmp_path: Path, small_tmpfs: Callable[[Path, str], Any]
+    tmp_path: Path, small_tmpfs: Callable[[Path, str], Any], fill_disk: Callable[[Path], Path]
 ) -> None:
     with small_tmpfs(tmp_path / "disk", "512k") as disk:
         # An hour's interval and a buffer far from full: the writer thread never runs, flush alone writes.
         run = MLRun.create({}, disk, "demo", mode="disabled", flush_interval=HOUR)
         run.log({"loss": -1.0}, step=0)
         run.flush()
-        filler = _fill(disk)
+        filler = fill_disk(disk)
         for step in range(1, 1001):
             run.log({"loss": 1 / step, "padding": "x" * 200}, step=step)
         with pytest.raises(FlushError) as caught:
@@ -514,11 +502,11 @@ def test_a_full_disk_surfaces_from_flush_and_loses_nothing_once_space_is_freed(
 
 @pytest.mark.slow
 def test_a_full_buffer_raises_from_log_while_writes_fail(
-    tmp_path: Path, small_tmpfs: Callable[[Path, str], Any]
+    tmp_path: Path, small_tmpfs: Callable[[Path, str], Any], fill_disk: Callable[[Path], Path]
 ) -> None:
     with small_tmpfs(tmp_path / "disk", "512k") as disk:
         run = MLRun.create({}, disk, "demo", mode="disabled", flush_interval=HOUR, max_unflushed=20)
-        filler = _fill(disk)
+        filler = fill_disk(disk)
         run.log({"loss": 0.0, "padding": "x" * 8192}, step=0)
         with pytest.raises(FlushError):
             run.flush()
@@ -533,13 +521,13 @@ def test_a_full_buffer_raises_from_log_while_writes_fail(
 
 @pytest.mark.slow
 def test_a_failure_of_the_background_writer_is_raised_once_from_the_next_log(
-    tmp_path: Path, small_tmpfs: Callable[[Path, str], Any]
+    tmp_path: Path, small_tmpfs: Callable[[Path, str], Any], fill_disk: Callable[[Path], Path]
 ) -> None:
     with small_tmpfs(tmp_path / "disk", "512k") as disk:
         run = MLRun.create({}, disk, "demo", mode="disabled", flush_interval=0.02)
         run.log({"loss": 0.0}, step=0)
         run.flush()
-        filler = _fill(disk)
+        filler = fill_disk(disk)
         run.log({"loss": 1.0, "padding": "x" * 8192}, step=1)
         deadline = time.monotonic() + 120
         while run.log_stats.failures == 0 and time.monotonic() < deadline:
