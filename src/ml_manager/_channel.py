@@ -70,7 +70,7 @@ class Channel:
         writer.known.add(self)
         # Signed now, while the process group that gives the rank is up: the last commit may come after it
         # was destroyed, at exit.
-        self.writer: str | None = _history.writer_name()
+        self.signature: str | None = _history.writer_name()
 
     def _reset(self) -> None:
         self.records: deque[_history.Record] = deque()
@@ -245,7 +245,7 @@ class Channel:
         try:
             if batch:
                 _history.append_lines(
-                    self.paths.run_dir, _history.encode_batch(batch, self._writer_name()), durable=self.durable
+                    self.paths.run_dir, _history.encode_batch(batch, self._signature()), durable=self.durable
                 )
                 for _, _, values in batch:  # before the batch leaves ``unwritten``: never nothing to do
                     _storage.deep_merge(self.unmerged, values)
@@ -323,15 +323,15 @@ class Channel:
         with self.room:
             self.room.notify_all()
 
-    def _writer_name(self) -> str:
-        if self.writer is None:
-            self.writer = _history.writer_name()
-        return self.writer
+    def _signature(self) -> str:
+        if self.signature is None:
+            self.signature = _history.writer_name()
+        return self.signature
 
     def after_fork(self) -> None:
         """In a forked child: the buffered records are the parent's to write; start empty, signed anew."""
         self._reset()
-        self.writer = None
+        self.signature = None
 
 
 def _import_what_a_commit_needs() -> None:

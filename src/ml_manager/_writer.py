@@ -161,6 +161,7 @@ class _Writer:
             self.cond.notify_all()
 
     def of_run(self, run_dir: Path) -> list[Channel]:
+        """The open channels of one run in this process."""
         where = os.path.abspath(run_dir)
         with self.cond:
             return [channel for channel in self.channels if channel.run_dir == where]
@@ -222,11 +223,6 @@ def _commit_all(last: bool) -> None:
             channel.commit()
         except FlushError as exc:
             _log.warning("exiting with logged records not written: %s", exc)
-
-
-def channels_of(run_dir: Path) -> list[Channel]:
-    """The open channels of one run in this process."""
-    return writer.of_run(run_dir)
 
 
 def _after_fork_in_child() -> None:

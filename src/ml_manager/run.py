@@ -451,7 +451,7 @@ class MLRun(AsyncMethods):
                 passed first; what was not written stays buffered and is retried.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        for channel in _writer.channels_of(self.run_dir):
+        for channel in _writer.writer.of_run(self.run_dir):
             channel.flush(None if deadline is None else max(0.0, deadline - time.monotonic()))
 
     @property
