@@ -397,8 +397,8 @@ class MLRun(AsyncMethods):
         )
         if not values:
             return  # nothing was written: no history record, nothing for wandb
-        batch = _history.encode_batch([(step, time.time(), values)], _history.writer_name())
-        _history.append_lines(self.run_dir, batch, durable=self.durable)
+        record = {"step": step, "time": time.time(), "writer": _history.writer_name(), "metrics": values}
+        _history.append(self.run_dir, record, durable=self.durable)
         if self._sender is not None:
             self._sender.log(values, step)
 
