@@ -254,13 +254,15 @@ class Channel:
                 with self.room:
                     self.room.notify_all()
             if self.unmerged:
-                merged = _storage.merge_metrics(
-                    self.paths, self.unmerged, lock=self.lock, lock_timeout=lock_timeout, durable=self.durable
+                _storage.merge_metrics(
+                    self.paths,
+                    self.unmerged,
+                    lock=self.lock,
+                    lock_timeout=lock_timeout,
+                    durable=self.durable,
+                    written=self._keep_metrics,
                 )
                 self.unmerged = {}
-                owner = self._owner()
-                if owner is not None:
-                    owner.metrics = merged
         except Exception as exc:
             self._failed(exc, report)
         else:
@@ -322,6 +324,11 @@ class Channel:
             self.done.notify_all()
         with self.room:
             self.room.notify_all()
+
+    def _keep_metrics(self, document: dict[str, Any]) -> None:
+        owner = self._owner()
+        if owner is not None:
+            owner.metrics = document
 
     def _signature(self) -> str:
         if self.signature is None:

@@ -196,8 +196,12 @@ def update_file(
     lock: LockKind,
     lock_timeout: float,
     durable: bool,
+    written: Callable[[dict[str, Any]], object] | None = None,
 ) -> dict[str, Any]:
     """Read-modify-write one run file under the run's lock; returns the document written.
+
+    ``written`` is called with it while the lock is still held: threads of one process that keep the latest
+    document (a handle's ``metrics``) then keep it in the order of the writes, not of their returns.
 
     Temp files that killed writers left behind are removed first: under the lock no live writer has one.
 
@@ -219,6 +223,8 @@ def update_file(
         written_key = file_key(target)
         if written_key is not None:
             _written[str(target)] = (written_key, copy_document(document))
+        if written is not None:
+            written(document)
     if durable:
         # Outside the lock: every reader already sees the new file; only its survival of a power loss waits
         # on this, and the next writer need not.
@@ -232,12 +238,24 @@ _written: dict[str, tuple[FileKey, dict[str, Any]]] = {}
 
 
 def merge_metrics(
-    paths: RunPaths, metrics: Mapping[str, Any], *, lock: LockKind, lock_timeout: float, durable: bool
+    paths: RunPaths,
+    metrics: Mapping[str, Any],
+    *,
+    lock: LockKind,
+    lock_timeout: float,
+    durable: bool,
+    written: Callable[[dict[str, Any]], object] | None = None,
 ) -> dict[str, Any]:
-    """Deep-merge already normalised ``metrics`` into ``metrics.toml``; returns the merged state on disk."""
+    """Deep-merge already normalised ``metrics`` into ``metrics.toml``; returns the merged state on disk.
+
+    ``written``: as for :func:`update_file` (called with what is read when there is nothing to write).
+    """
     if not metrics:
         # Nothing to merge: no write (and no empty file, which would read as corrupt).
-        return read_toml_or_empty(paths.metrics)
+        current = read_toml_or_empty(paths.metrics)
+        if written is not None:
+            written(current)
+        return current
     return update_file(
         paths,
         paths.metrics,
@@ -245,4 +263,5 @@ def merge_metrics(
         lock=lock,
         lock_timeout=lock_timeout,
         durable=durable,
+        written=written,
     )

@@ -392,8 +392,13 @@ class MLRun(AsyncMethods):
         check_step(step)
         values = normalize_metrics(metrics_dict)
         self._commit_buffered()
-        self.metrics = _storage.merge_metrics(
-            self._paths, values, lock=self.lock, lock_timeout=self.lock_timeout, durable=self.durable
+        _storage.merge_metrics(
+            self._paths,
+            values,
+            lock=self.lock,
+            lock_timeout=self.lock_timeout,
+            durable=self.durable,
+            written=self._keep_metrics,
         )
         if not values:
             return  # nothing was written: no history record, nothing for wandb
@@ -401,6 +406,10 @@ class MLRun(AsyncMethods):
         _history.append(self.run_dir, record, durable=self.durable)
         if self._sender is not None:
             self._sender.log(values, step)
+
+    def _keep_metrics(self, document: dict[str, Any]) -> None:
+        # Under the run's lock: threads sharing this handle leave it the latest write, not the latest return.
+        self.metrics = document
 
     def log(self, metrics_dict: Mapping[str, Any], *, step: int | None = None) -> None:
         """Log one step's metrics: checked now, written by a background thread within ``flush_interval``.
