@@ -176,23 +176,43 @@ def test_a_run_from_another_host_is_crashed_only_after_a_quiet_time(base_dir: Pa
     run._finished = True  # its real owner is "elsewhere": this handle must not finish it
 
 
-def test_a_stale_soft_lock_is_found_and_removed(base_dir: Path) -> None:
+def test_a_soft_lock_whose_holder_was_killed_is_found_and_removed(base_dir: Path) -> None:
     run = _finished(base_dir, "demo", {"accuracy": 0.5})
-    dead = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"], check=False, capture_output=True, text=True
-    )
     lock_file = run.run_dir / "run.soft.lock"
-    lock_file.write_text(f"{dead.stdout.strip()}\n{_history.HOST}\n")
+    command = [sys.executable, "-c", _HOLD_THE_LOCK, str(lock_file)]
+    with subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) as holder:
+        assert holder.stdout is not None
+        assert holder.stdout.readline() == "held\n"
+        assert _doctor.examine(base_dir) == []  # alive: a writer in the middle of an update
+        holder.kill()
     problems = _doctor.examine(base_dir)
     assert [problem.kind for problem in problems] == ["stale-lock"]
+    assert f"pid {holder.pid}" in problems[0].detail
     assert doctor(base_dir, "--fix").returncode == 0
     assert not lock_file.exists()
 
 
-def test_a_soft_lock_held_by_a_live_process_is_left_alone(base_dir: Path) -> None:
+_HOLD_THE_LOCK = """
+import sys
+from pathlib import Path
+from ml_manager._locking import run_lock
+with run_lock(Path(sys.argv[1]), 10, "soft"):
+    print("held", flush=True)
+    sys.stdin.read()
+"""
+
+
+def test_a_soft_lock_of_another_machine_is_reported_once_held_for_a_minute(base_dir: Path) -> None:
     run = _finished(base_dir, "demo", {"accuracy": 0.5})
-    (run.run_dir / "run.soft.lock").write_text(f"{os.getpid()}\n{_history.HOST}\n")
+    lock_file = run.run_dir / "run.soft.lock"
+    lock_file.write_text("ml_manager lock\ntoken=00\nhost=node-b\npid=1\nstart=1\nmachine=another/pid:[1]\n")
     assert _doctor.examine(base_dir) == []
+    _age(lock_file, HOUR)
+    problems = _doctor.examine(base_dir)
+    assert [problem.kind for problem in problems] == ["stale-lock"]
+    assert "pid 1 on node-b" in problems[0].detail
+    assert doctor(base_dir, "--fix").returncode == 0
+    assert not lock_file.exists()
 
 
 def test_a_reused_pid_does_not_keep_a_dead_run_alive(base_dir: Path) -> None:
@@ -211,7 +231,7 @@ def test_a_reused_pid_does_not_keep_a_dead_run_alive(base_dir: Path) -> None:
 
 
 def test_an_empty_soft_lock_left_for_a_minute_is_removed(base_dir: Path) -> None:
-    # What a writer killed between creating the soft lock file and writing its pid leaves behind.
+    # What a writer killed between creating the soft lock file and writing its record leaves behind.
     run = _finished(base_dir, "demo", {"accuracy": 0.5})
     lock_file = run.run_dir / "run.soft.lock"
     lock_file.write_bytes(b"")

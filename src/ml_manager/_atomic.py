@@ -11,6 +11,7 @@ import re
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
 
 TEMP_SUFFIX = ".tmp"
@@ -22,7 +23,14 @@ def temp_path_for(target: Path) -> Path:
     return target.with_name(f".{target.name}.{os.urandom(6).hex()}{TEMP_SUFFIX}")
 
 
-def atomic_write(target: Path, data: bytes, *, durable: bool = True, sync_directory: bool = True) -> None:
+def atomic_write(
+    target: Path,
+    data: bytes,
+    *,
+    durable: bool = True,
+    sync_directory: bool = True,
+    before_replace: Callable[[], None] | None = None,
+) -> None:
     """Replace ``target`` with ``data`` atomically.
 
     Temp file in the target's directory, write, flush, fsync, ``os.replace`` over the target, fsync the
@@ -38,6 +46,8 @@ def atomic_write(target: Path, data: bytes, *, durable: bool = True, sync_direct
         sync_directory: with ``durable``, also fsync the directory here.  A caller holding a lock passes
             ``False`` and calls :func:`sync_directory_of` itself once it has let go: the rename is already
             visible to every reader, only its durability waits, and the lock is held for less.
+        before_replace: called once the temp file is complete, just before the replace; whatever it raises
+            abandons the write (the temp file removed, the target untouched) and propagates.
 
     Raises:
         OSError: the write failed.  Same errno as the underlying error (kept as ``__cause__``), ``filename``
@@ -57,6 +67,8 @@ def atomic_write(target: Path, data: bytes, *, durable: bool = True, sync_direct
                     os.fsync(fd)
             finally:
                 os.close(fd)
+            if before_replace is not None:
+                before_replace()
             step = "replacing (os.replace)"
             os.replace(temp, target)
         except BaseException:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import _history, _storage, _wandb
 from ._git import start_git_info
+from ._locking import resolve_lock_kind
 from ._storage import RunPaths
 from ._values import restore_config
 from .errors import AmbiguousRunError, RunNotFoundError
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from . import _dist
-    from ._locking import LockKind
+    from ._locking import LockChoice
 
 _ID_ALPHABET = string.ascii_lowercase + string.digits
 
@@ -57,7 +58,7 @@ def start_run(
     wandb_mode: _wandb.Mode,
     run_id: str | None,
     durable: bool,
-    lock: LockKind,
+    lock: LockChoice | None,
     lock_timeout: float,
     sender_options: dict[str, Any],
     ranks: _dist.Ranks | None,
@@ -72,6 +73,7 @@ def start_run(
     git_info = start_git_info()  # git runs while wandb starts
     try:
         paths = make_run_dir(project_dir, run_id)
+        lock_kind = resolve_lock_kind(lock, run_dir=paths.run_dir)
         wandb_run, wandb_info = _wandb.start_run(
             run_id=paths.run_dir.name,
             project=project_name,
@@ -86,7 +88,7 @@ def start_run(
         "format_version": _storage.FORMAT_VERSION,
         "created_at": created_at,
         "status": "running",
-        "lock": lock,
+        "lock": lock_kind,
         **git,
         "hostname": _history.HOST,
         "pid": os.getpid(),
@@ -109,7 +111,7 @@ def start_run(
         "wandb_info": wandb_info,
         "wandb_run": wandb_run,
         "durable": durable,
-        "lock": lock,
+        "lock": lock_kind,
         "lock_timeout": lock_timeout,
         "owner": True,
         "sender": None if wandb_run is None else _wandb.WandbSender(wandb_run, **sender_options),

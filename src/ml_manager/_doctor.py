@@ -13,10 +13,16 @@ What it finds, run by run (``base_dir/project_name/run_id``):
   writing it).  Only reported: it may hold wandb's files.
 * ``stale-temp``: a temp file of the atomic write older than a minute (a writer killed mid-write).  Fix:
   removed, under the run's lock.
-* ``stale-lock``: a soft lock file whose holder died on this host, or that holds no readable holder and is
-  older than a minute; an entry of the lock's waiting queue that nobody holds, older than a minute (left by a
-  writer that gave up or died while waiting).  Fix: removed.  (A flock ``run.lock`` is never stale: the
-  kernel releases it.)
+* ``stale-lock``: a soft lock file whose holder died on this machine, or held for over a minute by a holder on
+  another machine or one that left no readable record (writers break such a lock themselves after the lease);
+  an entry of the lock's waiting queue that nobody holds, older than a minute (left by a writer that gave up or
+  died while waiting).  Fix: removed.  (A flock ``run.lock`` is never stale: the kernel releases it.)
+* ``unsafe-lock``: the run records ``flock`` but lies on a filesystem where ``flock`` may not exclude writers
+  on other machines (a FUSE mount such as sshfs, SMB, Lustre without ``-o flock``, ...); or it lies on a FUSE
+  mount of an object store, where no lock and no atomic replace work.  Only reported: writers running now hold
+  the recorded kind, and changing it under them would let two in at once.
+
+It also counts the runs by filesystem and lock kind (:func:`census`).
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from . import _history, _storage
+from . import _fs, _history, _lease, _storage
 from ._atomic import _TEMP_NAME, remove_stale_temps
 from ._locking import LOCK_FILES, LockKind, resolve_lock_kind, resolve_lock_timeout, run_lock
 from ._queue import NODE_SUFFIX, QUEUE_SUFFIX
@@ -47,14 +53,29 @@ class Problem(NamedTuple):
     fixable: bool
 
 
-def examine(base_dir: Path, *, stale_after: float = DEFAULT_STALE_AFTER) -> list[Problem]:
-    """Every problem under ``base_dir``, run by run, in path order."""
+def examine(base_dir: Path, *, stale_after: float = DEFAULT_STALE_AFTER, census: Census | None = None) -> list[Problem]:
+    """Every problem under ``base_dir``, run by run, in path order.
+
+    ``census``: filled with the number of runs per filesystem and recorded lock kind.
+    """
     now = time.time()
     problems: list[Problem] = []
     for project in _visible_dirs(base_dir):
         for run_dir in _visible_dirs(project):
-            problems.extend(_examine_run(run_dir, now, stale_after))
+            problems.extend(_examine_run(run_dir, now, stale_after, census))
     return problems
+
+
+Census = dict[tuple[str, str, str], int]
+"""(filesystem type, mount point, lock kind) -> runs."""
+
+
+def describe_census(census: Census) -> list[str]:
+    """One line per filesystem and lock kind: ``fuse.sshfs at /shared: 12 run(s) with the soft lock``."""
+    lines = []
+    for (kind, mount_point, lock), runs in sorted(census.items()):
+        lines.append(f"{kind} at {mount_point}: {runs} run(s) with the {lock} lock")
+    return lines
 
 
 def fix(problem: Problem) -> str:
@@ -65,13 +86,15 @@ def fix(problem: Problem) -> str:
     """
     run_dir = problem.run_dir
     if problem.kind == "stale-temp":
-        with run_lock(run_dir / LOCK_FILES["flock"], resolve_lock_timeout(None), "flock"):
+        lock = _lock_kind(_storage.RunPaths(run_dir))
+        with run_lock(run_dir / LOCK_FILES[lock], resolve_lock_timeout(None), lock):
             removed = remove_stale_temps(run_dir)
         return f"removed {len(removed)} temp file(s)"
     if problem.kind == "stale-lock":
         done = []
-        if _stale_soft_lock(run_dir / LOCK_FILES["soft"], time.time()):
-            (run_dir / LOCK_FILES["soft"]).unlink(missing_ok=True)
+        lock_file = run_dir / LOCK_FILES["soft"]
+        stale = _lease.read_record(str(lock_file))
+        if stale is not None and _stale_soft_lock(lock_file, time.time()) and _lease.remove_if(str(lock_file), stale):
             done.append("removed the soft lock file")
         nodes = _stale_queue_nodes(run_dir, time.time())
         for node in nodes:
@@ -86,7 +109,7 @@ def fix(problem: Problem) -> str:
     raise ValueError(f"{problem.kind} problems cannot be fixed automatically")
 
 
-def _examine_run(run_dir: Path, now: float, stale_after: float) -> list[Problem]:
+def _examine_run(run_dir: Path, now: float, stale_after: float, census: Census | None) -> list[Problem]:
     problems: list[Problem] = []
     try:
         names = os.listdir(run_dir)
@@ -123,11 +146,32 @@ def _examine_run(run_dir: Path, now: float, stale_after: float) -> list[Problem]
     except CorruptRunFileError as exc:
         problems.append(Problem("corrupt", run_dir, f"{exc} (cannot be rebuilt: edit it by hand)", False))
         return problems
+    problems.extend(_check_lock_kind(run_dir, meta, census))
     if meta.get("status") == "running":
         gone = _process_gone(run_dir, meta, now, stale_after)
         if gone:
             problems.append(Problem("crashed", run_dir, f"marked running, but {gone}", True))
     return problems
+
+
+def _check_lock_kind(run_dir: Path, meta: dict[str, Any], census: Census | None) -> list[Problem]:
+    try:
+        filesystem = _fs.filesystem_of(run_dir)
+        lock = resolve_lock_kind(None, meta.get("lock"), run_dir)
+    except (OSError, ValueError) as exc:
+        return [Problem("unsafe-lock", run_dir, f"cannot tell its lock or filesystem: {exc}", False)]
+    if census is not None:
+        key = (filesystem.type, filesystem.mount_point, lock)
+        census[key] = census.get(key, 0) + 1
+    if filesystem.unsupported:
+        return [Problem("unsafe-lock", run_dir, f"{filesystem.unsupported}; keep runs elsewhere", False)]
+    if lock == "flock" and filesystem.lock == "soft":
+        detail = (
+            f"records lock=flock, but {filesystem.why}: writers on other machines are not excluded "
+            "(fine while every writer runs on one machine; otherwise create runs here with lock='auto')"
+        )
+        return [Problem("unsafe-lock", run_dir, detail, False)]
+    return []
 
 
 def _process_gone(run_dir: Path, meta: dict[str, Any], now: float, stale_after: float) -> str | None:
@@ -180,15 +224,16 @@ def _last_activity(run_dir: Path) -> float:
 
 def _stale_soft_lock(lock_file: Path, now: float) -> str | None:
     try:
-        content = lock_file.read_text(encoding="utf-8", errors="replace")
+        record = _lease.read_record(str(lock_file))
     except OSError:
         return None
-    lines = content.split("\n")
-    if len(lines) >= 2 and lines[0].isdigit() and lines[1] == _history.HOST:
-        pid = int(lines[0])
-        return None if _alive(pid, None) else f"soft lock held by process {pid} on this host, which is gone"
-    if (not lines[0].isdigit() or len(lines) < 2) and _age(lock_file, now) > QUIET_SECONDS:
-        return "soft lock file with no readable holder, untouched for over a minute"
+    if record is None:
+        return None
+    gone = _lease.holder_gone(record)
+    if gone:
+        return f"soft lock of {_lease.describe(record)}: {gone}"
+    if _age(lock_file, now) > QUIET_SECONDS and not _lease.held_here(record):
+        return f"soft lock of {_lease.describe(record)}, held for over a minute (a locked update takes milliseconds)"
     return None
 
 
@@ -216,7 +261,7 @@ def _stale_queue_nodes(run_dir: Path, now: float) -> list[Path]:
 def _lock_kind(paths: _storage.RunPaths) -> LockKind:
     """The lock kind the run recorded, which every writer of it uses."""
     meta, _ = _storage.split_config(_storage.read_toml(paths.config), paths.config)
-    return resolve_lock_kind(None, meta.get("lock"))
+    return resolve_lock_kind(None, meta.get("lock"), paths.run_dir)
 
 
 def _mark_crashed(run_dir: Path) -> str:

@@ -1,19 +1,21 @@
-"""One lock per run, shared by every thread of a process and every process on the machine.
+"""One lock per run, shared by every thread of a process and every process on every machine writing it.
 
-``filelock`` excludes other processes; a ``threading.Lock`` per lock path excludes the other threads of this
-process first, so the file lock object is only ever used by one thread at a time (filelock refuses a second
-lock object on a held path in the same process, and ``flock`` would block it anyway).
+A ``threading.Lock`` per lock path excludes the other threads of this process first, so the file lock object
+is only ever used by one thread at a time; the file lock excludes other processes.
 
-Two kinds of lock:
+Two kinds of lock, chosen per run when it is created and recorded in ``_meta.lock``, so that every writer of
+the run, on every machine, takes the same one:
 
-* ``"flock"`` (default): ``filelock.FileLock``, the kernel's ``flock``.  Released by the OS when its holder
-  dies, whatever killed it.
-* ``"soft"``: ``filelock.SoftFileLock``, the lock file's existence.  For filesystems without ``flock`` (some
-  network and FUSE mounts).  A holder killed on this host is detected by its recorded pid once its parent
-  has reaped it, and its lock reclaimed; a holder that died on another host cannot be proven dead, so its
-  lock stays until the lock file is removed.
+* ``"flock"``: ``filelock.FileLock``, the kernel's ``flock``.  Released by the OS when its holder dies,
+  whatever killed it.  Excludes processes on other machines only where the filesystem sends it to the server
+  (local disks trivially, NFS, CephFS, Lustre ``-o flock``).
+* ``"soft"``: the lease lock of :mod:`_lease`, the exclusive creation of ``run.soft.lock``.  For filesystems
+  shared between machines where ``flock`` may be node-local (FUSE mounts such as sshfs, SMB, Lustre
+  ``localflock``, BeeGFS, GPFS, anything unknown).  A holder that died on this machine is known at once; one
+  that died on another machine holds it for at most the lease.
 
-Every writer of one run must use the same kind; a run records its kind in ``_meta.lock``.
+``"auto"`` (the default) is the recorded kind of an existing run, and for a new run the kind its filesystem
+calls for (:mod:`_fs`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from ._lease import LeaseLock
 from ._queue import FairQueue
 from .errors import LockTimeoutError
 
@@ -33,10 +36,13 @@ if TYPE_CHECKING:
 
     import filelock
 
+    _FileLock = filelock.BaseFileLock | LeaseLock
+
 DEFAULT_LOCK_TIMEOUT = 60.0
 LOCK_TIMEOUT_ENV = "ML_MANAGER_LOCK_TIMEOUT"
 LOCK_KIND_ENV = "ML_MANAGER_LOCK"
 LockKind = Literal["flock", "soft"]
+LockChoice = Literal["auto", "flock", "soft"]
 LOCK_KINDS: tuple[LockKind, ...] = ("flock", "soft")
 LOCK_FILES: dict[LockKind, str] = {"flock": "run.lock", "soft": "run.soft.lock"}
 
@@ -55,7 +61,7 @@ class _Registry:
 
     def reset(self) -> None:
         self.guard = threading.Lock()
-        self.locks: dict[str, tuple[threading.Lock, filelock.BaseFileLock, FairQueue | None]] = {}
+        self.locks: dict[str, tuple[threading.Lock, _FileLock, FairQueue | None]] = {}
 
 
 _registry = _Registry()
@@ -110,17 +116,44 @@ def resolve_option(
     return value
 
 
-def resolve_lock_kind(kind: str | None, recorded: object = None) -> LockKind:
-    """The lock kind to use: ``kind``, else the one the run recorded, else ``ML_MANAGER_LOCK``, else flock.
+def check_lock_choice(kind: object) -> LockChoice | None:
+    """``kind`` if it names a lock (``None`` for the default); checked before anything touches the disk.
 
     Raises:
-        ValueError: the kind is not ``"flock"`` or ``"soft"``.
+        ValueError: it is not ``"auto"``, ``"flock"`` or ``"soft"``; or ``ML_MANAGER_LOCK`` is not.
     """
-    source, value = "lock", kind
-    if value is None and isinstance(recorded, str):
-        source, value = "the run's _meta.lock", recorded
+    if kind is None:
+        raw = os.environ.get(LOCK_KIND_ENV)
+        if raw and raw not in _CHOICES:
+            raise ValueError(f"{LOCK_KIND_ENV}={raw!r} is not a lock kind; use 'auto', 'flock' or 'soft'")
+        return None
+    if kind not in _CHOICES:
+        raise ValueError(f"lock={kind!r} is not a lock kind; use 'auto', 'flock' or 'soft'")
+    return kind  # type: ignore[return-value]
+
+
+_CHOICES = ("auto", *LOCK_KINDS)
+
+
+def resolve_lock_kind(kind: str | None, recorded: object = None, run_dir: Path | None = None) -> LockKind:
+    """The lock kind a handle uses.
+
+    ``kind`` when it names one; else (``None`` or ``"auto"``) the one the run recorded; else
+    ``ML_MANAGER_LOCK`` when it names one; else what the filesystem of ``run_dir`` calls for (``flock``
+    without a directory).
+
+    Raises:
+        ValueError: a kind, recorded kind or variable that is not a lock kind.
+    """
+    source, value = "lock", check_lock_choice(kind)
+    if value in (None, "auto") and recorded is not None:
+        source, value = "the run's _meta.lock", recorded  # type: ignore[assignment]
     if value is None:
-        source, value = LOCK_KIND_ENV, os.environ.get(LOCK_KIND_ENV) or "flock"
+        source, value = LOCK_KIND_ENV, os.environ.get(LOCK_KIND_ENV) or "auto"  # type: ignore[assignment]
+    if value == "auto":
+        from . import _fs
+
+        return _fs.filesystem_of(run_dir).lock if run_dir is not None else "flock"
     for known in LOCK_KINDS:
         if value == known:
             return known
@@ -128,8 +161,12 @@ def resolve_lock_kind(kind: str | None, recorded: object = None) -> LockKind:
 
 
 @contextmanager
-def run_lock(lock_file: Path, timeout: float, kind: LockKind = "flock") -> Iterator[None]:
+def run_lock(lock_file: Path, timeout: float, kind: LockKind = "flock") -> Iterator[Callable[[], None]]:
     """Hold the lock at ``lock_file`` for the duration of the block.
+
+    The block gets the fence: a function to call just before replacing a file, which raises
+    :class:`~._lease.LeaseLost` when the lock was broken while held (the soft lock, whose holder outlived its
+    lease); for flock it does nothing.
 
     Args:
         lock_file: path of the lock file.  A flock file is created if missing and never deleted (deleting it
@@ -140,6 +177,7 @@ def run_lock(lock_file: Path, timeout: float, kind: LockKind = "flock") -> Itera
 
     Raises:
         LockTimeoutError: the lock was not free within ``timeout``.
+        OSError: the soft lock file cannot be created or read (the message names it).
     """
     thread_lock, file_lock, queue = _locks_for(lock_file, kind)
     if queue is not None and not queue.usable:
@@ -161,13 +199,17 @@ def run_lock(lock_file: Path, timeout: float, kind: LockKind = "flock") -> Itera
                 queue.leave(token, done=False)  # type: ignore[union-attr]
             raise LockTimeoutError(str(lock_file), timeout) from exc
         try:
-            yield
+            yield getattr(file_lock, "check", _no_fence)
         finally:
             file_lock.release()
             if token is not None:
                 _leave(queue, token)  # type: ignore[arg-type]
     finally:
         thread_lock.release()
+
+
+def _no_fence() -> None:
+    return
 
 
 def _join(queue: FairQueue, deadline: float) -> str | None:
@@ -190,7 +232,7 @@ def _leave(queue: FairQueue, token: str) -> None:
         queue.usable = False
 
 
-def _try(file_lock: filelock.BaseFileLock) -> bool:
+def _try(file_lock: _FileLock) -> bool:
     try:
         file_lock.acquire(timeout=0)
     except TimeoutError:
@@ -198,7 +240,7 @@ def _try(file_lock: filelock.BaseFileLock) -> bool:
     return True
 
 
-def _locks_for(lock_file: Path, kind: LockKind) -> tuple[threading.Lock, filelock.BaseFileLock, FairQueue | None]:
+def _locks_for(lock_file: Path, kind: LockKind) -> tuple[threading.Lock, _FileLock, FairQueue | None]:
     import filelock  # imported on first use: importing ml_manager stays cheap for processes that only read
 
     key = os.path.abspath(lock_file)
@@ -207,7 +249,7 @@ def _locks_for(lock_file: Path, kind: LockKind) -> tuple[threading.Lock, fileloc
         entry = registry.locks.get(key)
         if entry is None:
             if kind == "soft":
-                entry = (threading.Lock(), filelock.SoftFileLock(key, thread_local=False), None)
+                entry = (threading.Lock(), LeaseLock(key), None)
             else:
                 queue = FairQueue(Path(key)) if FAIR_QUEUE else None
                 entry = (threading.Lock(), filelock.FileLock(key, thread_local=False), queue)

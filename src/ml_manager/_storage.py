@@ -7,25 +7,34 @@
         run.lock.queue/  the writers waiting for the lock, first come, first served (see _queue); never data
         .*.tmp         in-flight temp files of the atomic write; never data, removed by the next writer
 
-Readers take no lock: every file is replaced atomically, so a read sees one whole version of it.
+Readers take no lock: every file is replaced atomically, so a read sees one whole version of it.  On a
+filesystem shared between machines a reader may see a version late, never torn: where the mount caches file
+sizes the read asks the server for the size first (see _fs), and a file that is missing for a moment while
+another machine replaces it (FUSE and NFS clients rename a busy target aside first, then the new file into
+place) is looked for again before it is believed missing.
 """
 
 from __future__ import annotations
 
 import datetime
+import errno
 import os
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from . import _fs
 from ._atomic import atomic_write, remove_stale_temps, sync_directory_of
 from ._cache import FileKey, file_key, key_of
+from ._lease import LeaseLost
 from ._locking import LOCK_FILES, LockKind, run_lock
 from ._toml import dumps, parse_toml
 from .errors import CorruptRunFileError
 
 CONFIG_FILE = "config.toml"
 METRICS_FILE = "metrics.toml"
+HISTORY_DIR = "history"
 FORMAT_VERSION = 1
 
 
@@ -89,9 +98,7 @@ def read_toml(path: str | Path) -> dict[str, Any]:
 def read_toml_keyed(path: str | Path) -> tuple[dict[str, Any], FileKey]:
     """:func:`read_toml`, with the identity (:func:`file_key`) of the very version of the file it read."""
     try:
-        with open(path, "rb") as file:
-            stat = os.fstat(file.fileno())
-            data = file.read()
+        stat, data = _read_bytes(path)
     except FileNotFoundError:
         raise
     except OSError as exc:
@@ -109,6 +116,25 @@ def read_toml_keyed(path: str | Path) -> tuple[dict[str, Any], FileKey]:
     return document, key_of(stat)
 
 
+def _read_bytes(path: str | Path) -> tuple[os.stat_result, bytes]:
+    for _ in range(_REPLACED_TRIES):
+        with open(path, "rb") as file:
+            stat = os.fstat(file.fileno())
+            if _fs.caches_sizes(stat.st_dev, str(path)):
+                # The size the server has, not a stale one this machine cached: the read is not cut short.
+                try:
+                    _fs.server_size(file.fileno())
+                except FileNotFoundError:
+                    continue  # replaced on the server since it was opened: open the new version
+                stat = os.fstat(file.fileno())
+            return stat, file.read()
+    # Not FileNotFoundError: a file that keeps being replaced exists, and must never be read as missing.
+    raise OSError(errno.ESTALE, "replaced again and again while being read", str(path))
+
+
+_REPLACED_TRIES = 20
+
+
 def read_run_files(run_dir: str) -> tuple[dict[str, Any], dict[str, Any], tuple[FileKey, FileKey]]:
     """Parse a run's ``config.toml`` and ``metrics.toml`` (missing: empty), with the identity of each version.
 
@@ -121,16 +147,43 @@ def read_run_files(run_dir: str) -> tuple[dict[str, Any], dict[str, Any], tuple[
     config_file = os.path.join(run_dir, CONFIG_FILE)
     metrics_file = os.path.join(run_dir, METRICS_FILE)
     try:
-        config, config_key = read_toml_keyed(config_file)
+        config, config_key = _read_again_if_missing(config_file, run_dir, expected=True)
     except FileNotFoundError:
         if os.path.exists(metrics_file):
             raise CorruptRunFileError(config_file, "missing, though metrics.toml exists") from None
         raise
     try:
-        metrics, metrics_key = read_toml_keyed(metrics_file)
+        # Missing is "no metrics yet" unless the run has logged records (its history says so).
+        metrics, metrics_key = _read_again_if_missing(metrics_file, run_dir, expected=None)
     except FileNotFoundError:
         metrics, metrics_key = {}, None
     return config, metrics, (config_key, metrics_key)
+
+
+# How long, in all, a run file that should exist is looked for again on a shared filesystem.
+_MISSING_FOR = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.3)
+
+
+def _read_again_if_missing(path: str, run_dir: str, *, expected: bool | None) -> tuple[dict[str, Any], FileKey]:
+    """:func:`read_toml_keyed`; on a shared filesystem a missing file that should exist is looked for again.
+
+    ``expected``: ``True`` when the file should exist whenever its run directory does; ``None`` when only once
+    the run has history.
+    """
+    try:
+        return read_toml_keyed(path)
+    except FileNotFoundError:
+        if not _fs.is_shared(run_dir):
+            raise
+        if expected is None and not os.path.isdir(os.path.join(run_dir, HISTORY_DIR)):
+            raise
+    for delay in _MISSING_FOR:
+        time.sleep(delay)
+        try:
+            return read_toml_keyed(path)
+        except FileNotFoundError:
+            continue
+    raise FileNotFoundError(2, "No such file or directory", path)
 
 
 def split_config(document: dict[str, Any], config_file: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -154,9 +207,17 @@ def read_toml_or_empty(path: Path) -> dict[str, Any]:
         return {}
 
 
-def write_toml(path: Path, document: Mapping[str, Any], *, durable: bool, sync_directory: bool = True) -> None:
+def write_toml(
+    path: Path,
+    document: Mapping[str, Any],
+    *,
+    durable: bool,
+    sync_directory: bool = True,
+    before_replace: Callable[[], None] | None = None,
+) -> None:
     """Serialise ``document`` and replace ``path`` with it through the atomic write primitive."""
-    atomic_write(path, dumps(document).encode("utf-8"), durable=durable, sync_directory=sync_directory)
+    data = dumps(document).encode("utf-8")
+    atomic_write(path, data, durable=durable, sync_directory=sync_directory, before_replace=before_replace)
 
 
 def deep_merge(base: dict[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
@@ -204,6 +265,8 @@ def update_file(
     document (a handle's ``metrics``) then keep it in the order of the writes, not of their returns.
 
     Temp files that killed writers left behind are removed first: under the lock no live writer has one.
+    With the soft lock, an update whose lock was broken while it was held (its holder outlived the lease) is
+    abandoned before its replace and redone from a fresh read (see _lease).
 
     Raises:
         LockTimeoutError: the lock was not free in time.
@@ -211,24 +274,50 @@ def update_file(
         OSError: the write failed; the file keeps its previous bytes (except when only the directory sync
             after the replace failed: the new bytes are in place, their survival of a power loss is not sure).
     """
-    with run_lock(paths.lock(lock), lock_timeout, lock):
+    deadline = time.monotonic() + lock_timeout
+    while True:
+        try:
+            remaining = max(0.0, deadline - time.monotonic())
+            document = _update_once(paths, target, change, lock, remaining, durable=durable, written=written)
+        except LeaseLost:
+            continue
+        break
+    if durable:
+        # Outside the lock: every reader already sees the new file; only its survival of a power loss waits
+        # on this, and the next writer need not.
+        sync_directory_of(target)
+    return document
+
+
+def _update_once(
+    paths: RunPaths,
+    target: Path,
+    change: Callable[[dict[str, Any]], dict[str, Any]],
+    lock: LockKind,
+    lock_timeout: float,
+    *,
+    durable: bool,
+    written: Callable[[dict[str, Any]], object] | None,
+) -> dict[str, Any]:
+    with run_lock(paths.lock(lock), lock_timeout, lock) as fence:
         remove_stale_temps(paths.run_dir)
         # What this process wrote last, if the file is still exactly that: a long metrics.toml is then not
         # parsed again on every call.  Taken out of the cache while it changes, so a failed write leaves none.
-        key = file_key(target)
+        # Not where another machine writes too: a mount caching attributes would show its file as ours.
+        key = file_key(target) if lock == "flock" else None
         cached = _written.pop(str(target), None)
         current = cached[1] if cached is not None and key is not None and cached[0] == key else None
         document = change(current if current is not None else read_toml_or_empty(target))
-        write_toml(target, document, durable=durable, sync_directory=False)
+        try:
+            write_toml(target, document, durable=durable, sync_directory=False, before_replace=fence)
+        except FileNotFoundError:
+            fence()  # a breaker removed our temp file as a dead writer's: LeaseLost, redo
+            raise
         written_key = file_key(target)
         if written_key is not None:
             _written[str(target)] = (written_key, copy_document(document))
         if written is not None:
             written(document)
-    if durable:
-        # Outside the lock: every reader already sees the new file; only its survival of a power loss waits
-        # on this, and the next writer need not.
-        sync_directory_of(target)
     return document
 
 

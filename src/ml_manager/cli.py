@@ -359,7 +359,10 @@ def _load_run(run_id: str, base_dir: str, project_name: str | None) -> MLRun:
 
 def _doctor_command(args: argparse.Namespace) -> int:
     base_dir = _base_dir(args.base_dir)
-    problems = _doctor.examine(base_dir, stale_after=args.stale_after * 3600)
+    census: _doctor.Census = {}
+    problems = _doctor.examine(base_dir, stale_after=args.stale_after * 3600, census=census)
+    for line in _doctor.describe_census(census):
+        print(line, file=sys.stderr)
     remaining = 0
     for problem in problems:
         where = os.path.relpath(problem.run_dir, base_dir)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from . import _channel, _create, _dist, _history, _storage, _wandb, _writer
 from ._async import AsyncMethods
 from ._forward import ForwarderStats
-from ._locking import LockKind, resolve_lock_kind, resolve_lock_timeout
+from ._locking import LockChoice, LockKind, check_lock_choice, resolve_lock_kind, resolve_lock_timeout
 from ._storage import RunPaths
 from ._values import check_step, metrics_snapshot, normalize_config, normalize_metrics, restore_config
 from ._writer import LogStats
@@ -103,7 +103,7 @@ class MLRun(AsyncMethods):
         mode: str | None = None,
         run_id: str | None = None,
         durable: bool = True,
-        lock: LockKind | None = None,
+        lock: LockChoice | None = None,
         lock_timeout: float | None = None,
         background_wandb: bool | None = None,
         wandb_queue_size: int = 10_000,
@@ -130,8 +130,11 @@ class MLRun(AsyncMethods):
             mode: ``"online"``, ``"offline"`` or ``"disabled"``; default ``WANDB_MODE``, else online.
             run_id: the id to use (one path component); default a fresh 8-character id.
             durable: fsync every write so an acknowledged write survives a power loss (default).
-            lock: ``"flock"`` (default) or ``"soft"`` for filesystems without ``flock``; default
-                ``ML_MANAGER_LOCK``.  Recorded in ``_meta.lock`` so that every writer of the run uses it.
+            lock: ``"auto"`` (default), ``"flock"`` or ``"soft"``; default ``ML_MANAGER_LOCK``, else ``"auto"``:
+                ``flock`` on local disks and NFS, the soft lock (exclusive creation of a lock file, with a
+                lease) where ``flock`` may not reach other machines (FUSE mounts such as sshfs, SMB, Lustre
+                without ``-o flock``, BeeGFS, GPFS, anything unknown).  The kind chosen is recorded in
+                ``_meta.lock`` so that every writer of the run, on every machine, uses it.
             lock_timeout: seconds to wait for the run's lock; default ``ML_MANAGER_LOCK_TIMEOUT``, else 60.
             background_wandb: send to wandb from a background thread, so that ``add_metrics`` returns as soon as
                 the local write is done; default ``ML_MANAGER_BACKGROUND_WANDB`` (``1``/``true``), else off.
@@ -168,7 +171,7 @@ class MLRun(AsyncMethods):
             raise ValueError(
                 f"wandb_drain_timeout must be a finite number of seconds >= 0, not {wandb_drain_timeout!r}"
             )
-        lock_kind = resolve_lock_kind(lock)
+        lock_choice = check_lock_choice(lock)
         timeout = resolve_lock_timeout(lock_timeout)
         logging: dict[str, Any] = {
             "flush_interval": _writer.resolve_flush_interval(flush_interval),
@@ -184,7 +187,7 @@ class MLRun(AsyncMethods):
             wandb_mode=wandb_mode,
             run_id=run_id,
             durable=durable,
-            lock=lock_kind,
+            lock=lock_choice,
             lock_timeout=timeout,
             sender_options={
                 "background": background,
@@ -207,7 +210,7 @@ class MLRun(AsyncMethods):
         if made:
             return made[0]
         return cls.load(
-            agreed, base_dir, project_name, durable=durable, lock=lock_kind, lock_timeout=timeout, **logging
+            agreed, base_dir, project_name, durable=durable, lock=lock_choice, lock_timeout=timeout, **logging
         )
 
     @classmethod
@@ -223,7 +226,7 @@ class MLRun(AsyncMethods):
         project_name: str | None = None,
         *,
         durable: bool = True,
-        lock: LockKind | None = None,
+        lock: LockChoice | None = None,
         lock_timeout: float | None = None,
         flush_interval: float | None = None,
         max_unflushed: int | None = None,
@@ -235,7 +238,8 @@ class MLRun(AsyncMethods):
             base_dir: the root of all projects.
             project_name: the run's project; when ``None`` every project under ``base_dir`` is searched.
             durable: as for :meth:`create`, for this handle's writes.
-            lock: the lock kind for this handle's writes; default the one the run recorded at creation.
+            lock: the lock kind for this handle's writes; default (and ``"auto"``) the one the run recorded at
+                creation, which every writer of the run must use.
             lock_timeout: as for :meth:`create`, for this handle's writes.
             flush_interval, max_unflushed: as for :meth:`create`, for this handle's :meth:`log`.
 
@@ -249,6 +253,7 @@ class MLRun(AsyncMethods):
                 ``metrics.toml`` exists without ``config.toml``.
         """
         _storage.check_name(run_id, "run_id")
+        check_lock_choice(lock)
         timeout = resolve_lock_timeout(lock_timeout)
         interval = _writer.resolve_flush_interval(flush_interval)
         most = _writer.resolve_max_unflushed(max_unflushed)
@@ -277,7 +282,7 @@ class MLRun(AsyncMethods):
         run_dir: str | os.PathLike[str] | None = None,
         *,
         durable: bool = True,
-        lock: LockKind | None = None,
+        lock: LockChoice | None = None,
         lock_timeout: float | None = None,
         flush_interval: float | None = None,
         max_unflushed: int | None = None,
@@ -338,7 +343,7 @@ class MLRun(AsyncMethods):
         metrics: dict[str, Any],
         *,
         durable: bool = True,
-        lock: LockKind | None = None,
+        lock: LockChoice | None = None,
         lock_timeout: float,
         flush_interval: float = _writer.DEFAULT_FLUSH_INTERVAL,
         max_unflushed: int = _writer.DEFAULT_MAX_UNFLUSHED,
@@ -359,7 +364,7 @@ class MLRun(AsyncMethods):
             wandb_info=wandb_info,
             wandb_run=None,
             durable=durable,
-            lock=resolve_lock_kind(lock, meta.get("lock")),
+            lock=resolve_lock_kind(lock, meta.get("lock"), paths.run_dir),
             lock_timeout=lock_timeout,
             owner=False,
             flush_interval=flush_interval,
