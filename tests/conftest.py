@@ -11,11 +11,14 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from _nodes import require_cluster, start_cluster
 from ml_manager._locking import run_lock
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
     from pathlib import Path
+
+    from _nodes import Cluster
 
 
 @pytest.fixture(autouse=True)
@@ -28,6 +31,7 @@ def _hermetic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]
         "WANDB_BASE_URL",
         "ML_MANAGER_LOCK_TIMEOUT",
         "ML_MANAGER_LOCK",
+        "ML_MANAGER_LOCK_LEASE",
         "ML_MANAGER_BACKGROUND_WANDB",
         "ML_MANAGER_FLUSH_INTERVAL",
         "ML_MANAGER_MAX_UNFLUSHED",
@@ -51,6 +55,18 @@ def _no_thread_left_behind() -> Iterator[None]:
     yield
     left = [t.name for t in threading.enumerate() if t.name.startswith("ml_manager") and t.is_alive()]
     assert left == [], f"threads left running: {left}"
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    """Two simulated machines, node-a and node-b, sharing one directory over sshfs (see ``_nodes``).
+
+    Skips where this machine cannot make them (naming why), unless ``ML_MANAGER_REQUIRE_NODES`` is set, as CI
+    sets it: there it fails.
+    """
+    require_cluster()
+    with start_cluster(tmp_path) as started:
+        yield started
 
 
 @pytest.fixture
