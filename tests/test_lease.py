@@ -5,7 +5,9 @@ Across machines (two sshfs mounts of one export) see ``test_multinode.py``.
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import subprocess
 import sys
 from typing import TYPE_CHECKING
@@ -237,3 +239,35 @@ def test_a_project_loads_from_a_base_dir_whose_runs_use_either_kind(base_dir: Pa
         ("flock", "flock", 1),
         ("soft", "soft", 1),
     ]
+
+
+def test_a_create_refused_while_no_lock_file_exists_is_raised_naming_the_lock_file(
+    base_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # sshfs answers a full disk, a quota or a read-only export with the same EPERM as a lost race: once the
+    # lock file is seen not to exist, again and again, the refusal is the filesystem's and must be raised, not
+    # waited out until the timeout.
+    lock_file = base_dir / "run.soft.lock"
+    real_open = os.open
+
+    def refusing_open(path: Any, flags: int, mode: int = 0o777, **kwargs: Any) -> int:
+        if os.fspath(path) == str(lock_file) and flags & os.O_EXCL:
+            raise PermissionError(errno.EPERM, "Operation not permitted", os.fspath(path))
+        return real_open(path, flags, mode, **kwargs)
+
+    monkeypatch.setattr(os, "open", refusing_open)
+    with pytest.raises(PermissionError, match="does not exist") as raised, run_lock(lock_file, 600, "soft"):
+        pass
+    monkeypatch.undo()
+    assert raised.value.filename == str(lock_file)
+    assert not lock_file.exists()
+
+
+def test_a_create_refused_by_the_filesystem_names_the_lock_file(tmp_path: Path, small_tmpfs: Any) -> None:
+    with small_tmpfs(tmp_path / "ro", "1m") as mount:
+        (mount / "run").mkdir()
+        subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)
+        lock_file = mount / "run" / "run.soft.lock"
+        with pytest.raises(OSError, match="while creating the lock file") as raised, run_lock(lock_file, 5, "soft"):
+            pass
+        assert raised.value.filename == str(lock_file)
