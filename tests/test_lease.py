@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from ml_manager import MLProject, MLRun, _fs, _lease
+from ml_manager import LockTimeoutError, MLProject, MLRun, _fs, _lease
 from ml_manager._locking import resolve_lock_kind, run_lock
 from ml_manager._storage import RunPaths, merge_metrics, read_toml, update_file
 
@@ -152,12 +152,18 @@ def test_a_recorded_kind_wins_over_auto_and_the_variable(base_dir: Path, monkeyp
     run.finish()
 
 
-def test_a_run_without_a_recorded_kind_gets_its_filesystems(base_dir: Path) -> None:
-    run = MLRun.create({}, base_dir, "demo")
+def test_a_run_made_before_kinds_were_recorded_keeps_what_its_writers_used(
+    base_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = MLRun.create({}, base_dir, "demo", lock="soft")
     run.finish()
     config = run.run_dir / "config.toml"
-    config.write_text(config.read_text().replace('lock = "flock"\n', ""))
+    config.write_text(config.read_text().replace('lock = "soft"\n', ""))
     assert "lock" not in read_toml(config)["_meta"]
+    assert MLRun.load(run.run_id, base_dir, "demo").lock == "flock"  # never the filesystem's pick
+    monkeypatch.setenv("ML_MANAGER_LOCK", "soft")  # what those writers were told
+    assert MLRun.load(run.run_id, base_dir, "demo").lock == "soft"
+    monkeypatch.setenv("ML_MANAGER_LOCK", "auto")
     assert MLRun.load(run.run_id, base_dir, "demo").lock == "flock"
 
 
@@ -271,3 +277,60 @@ def test_a_create_refused_by_the_filesystem_names_the_lock_file(tmp_path: Path, 
         with pytest.raises(OSError, match="while creating the lock file") as raised, run_lock(lock_file, 5, "soft"):
             pass
         assert raised.value.filename == str(lock_file)
+
+
+def test_a_dead_holders_lease_runs_out_for_callers_that_each_wait_less_than_it(
+    base_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ML_MANAGER_LOCK_LEASE", "0.5")
+    run = MLRun.create({}, base_dir, "demo", lock="soft", lock_timeout=0.1)
+    (run.run_dir / "run.soft.lock").write_bytes(FOREIGN)
+    timeouts = 0
+    while True:
+        try:
+            run.add_metrics({"a": 1})
+        except LockTimeoutError:
+            timeouts += 1
+            assert timeouts < 100, "the lease never ran out"
+            continue
+        break
+    assert timeouts >= 1
+    assert read_toml(run.run_dir / "metrics.toml") == {"a": 1}
+    run.finish()
+
+
+def test_a_lock_that_keeps_being_lost_ends_in_a_timeout_not_a_loop(base_dir: Path) -> None:
+    run = MLRun.create({}, base_dir, "demo", lock="soft")
+    paths = RunPaths(run.run_dir)
+    attempts = []
+
+    def change(current: dict[str, Any]) -> dict[str, Any]:
+        attempts.append(1)
+        paths.lock("soft").unlink()  # broken under every attempt: the fence never passes
+        return {**current, "a": 1}
+
+    with pytest.raises(LockTimeoutError):
+        update_file(paths, paths.metrics, change, lock="soft", lock_timeout=0.3, durable=True)
+    assert len(attempts) > 1
+    assert not paths.metrics.exists()
+    run.finish()
+
+
+def test_a_live_holder_whose_proc_entry_is_hidden_is_not_taken_for_dead(
+    base_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # /proc mounted hidepid=2 shows no other user's processes: existing is all that can be told of them.
+    monkeypatch.setenv("ML_MANAGER_LOCK_LEASE", "3600")
+    monkeypatch.setattr(_lease, "_proc_stat", lambda pid: None)
+    lock_file = base_dir / "run.soft.lock"
+    command = [sys.executable, "-c", _HOLD, str(lock_file)]
+    with subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) as holder:
+        assert holder.stdout is not None
+        assert holder.stdout.readline() == "held\n"
+        record = lock_file.read_bytes()
+        with pytest.raises(LockTimeoutError), run_lock(lock_file, 0.2, "soft"):
+            pass
+        assert lock_file.read_bytes() == record
+        holder.kill()
+    with run_lock(lock_file, 10, "soft"):  # gone now: the pid no longer exists
+        assert lock_file.read_bytes() != record

@@ -36,7 +36,7 @@ from typing import Any, NamedTuple
 
 from . import _fs, _history, _lease, _storage
 from ._atomic import _TEMP_NAME, remove_stale_temps
-from ._locking import LOCK_FILES, LockKind, resolve_lock_kind, resolve_lock_timeout, run_lock
+from ._locking import LOCK_FILES, LockKind, recorded_kind, resolve_lock_kind, resolve_lock_timeout, run_lock
 from ._queue import NODE_SUFFIX, QUEUE_SUFFIX
 from .errors import CorruptRunFileError
 
@@ -157,7 +157,7 @@ def _examine_run(run_dir: Path, now: float, stale_after: float, census: Census |
 def _check_lock_kind(run_dir: Path, meta: dict[str, Any], census: Census | None) -> list[Problem]:
     try:
         filesystem = _fs.filesystem_of(run_dir)
-        lock = resolve_lock_kind(None, meta.get("lock"), run_dir)
+        lock = resolve_lock_kind(None, recorded_kind(meta))
     except (OSError, ValueError) as exc:
         return [Problem("unsafe-lock", run_dir, f"cannot tell its lock or filesystem: {exc}", False)]
     if census is not None:
@@ -232,7 +232,11 @@ def _stale_soft_lock(lock_file: Path, now: float) -> str | None:
     gone = _lease.holder_gone(record)
     if gone:
         return f"soft lock of {_lease.describe(record)}: {gone}"
-    if _age(lock_file, now) > QUIET_SECONDS and not _lease.held_here(record):
+    if _lease.held_here(record):
+        return None
+    # Another machine's holder, or no readable one: its age by the server's clock, never this machine's.
+    age = _lease.age_on_server(str(lock_file))
+    if age is not None and age > QUIET_SECONDS:
         return f"soft lock of {_lease.describe(record)}, held for over a minute (a locked update takes milliseconds)"
     return None
 
@@ -261,7 +265,7 @@ def _stale_queue_nodes(run_dir: Path, now: float) -> list[Path]:
 def _lock_kind(paths: _storage.RunPaths) -> LockKind:
     """The lock kind the run recorded, which every writer of it uses."""
     meta, _ = _storage.split_config(_storage.read_toml(paths.config), paths.config)
-    return resolve_lock_kind(None, meta.get("lock"), paths.run_dir)
+    return resolve_lock_kind(None, recorded_kind(meta))
 
 
 def _mark_crashed(run_dir: Path) -> str:
@@ -288,7 +292,7 @@ def _rebuild_metrics(run_dir: Path) -> str:
     paths = _storage.RunPaths(run_dir)
     lock = _lock_kind(paths)
     records = sorted(_history.read(run_dir), key=lambda record: record.get("time") or 0.0)
-    with run_lock(paths.lock(lock), resolve_lock_timeout(None), lock):
+    with run_lock(paths.lock(lock), resolve_lock_timeout(None), lock) as fence:
         try:
             _storage.read_toml(paths.metrics)
         except (FileNotFoundError, CorruptRunFileError):
@@ -299,9 +303,10 @@ def _rebuild_metrics(run_dir: Path) -> str:
         for record in records:
             _storage.deep_merge(merged, record["metrics"])
         keep = _free_name(run_dir / f"{_storage.METRICS_FILE}.corrupt")
+        fence()
         os.replace(paths.metrics, keep)
         if merged:
-            _storage.write_toml(paths.metrics, merged, durable=True)
+            _storage.write_toml(paths.metrics, merged, durable=True, before_replace=fence)
     return f"rebuilt metrics.toml from {len(records)} history record(s); the corrupt file is kept as {keep.name}"
 
 

@@ -65,7 +65,8 @@ class Filesystem(NamedTuple):
     """A mount, as the mount table describes it."""
 
     type: str
-    """``ext4``, ``nfs4``, ``fuse.sshfs``, ... or ``unknown`` when there is no mount table to read."""
+    """``ext4``, ``nfs4``, ``fuse.sshfs``, ... ``unknown`` when there is no mount table to read (not Linux),
+    ``unlisted`` when the table does not list the path's mount."""
     mount_point: str
     source: str
     options: frozenset[str]
@@ -84,7 +85,7 @@ class Filesystem(NamedTuple):
     @property
     def caches_sizes(self) -> bool:
         """Whether a read may be cut at a stale size, so that readers must ask the server for it first."""
-        return self.type == "fuse" or self.type.startswith("fuse.") or self.type == "unknown"
+        return self.type.startswith("fuse") or self.type in ("unknown", "unlisted")
 
     @property
     def unsupported(self) -> str | None:
@@ -110,26 +111,51 @@ class Filesystem(NamedTuple):
             return "flock", f"{kind} keeps flock coherent across clients"
         if kind == "unknown":
             return "flock", "no mount table on this platform: flock, which is right on a local disk"
+        if kind == "unlisted":
+            return "soft", "its mount is not in the mount table: the lock that works on any filesystem"
         if kind.startswith("fuse"):
             return "soft", f"{kind} (FUSE) keeps flock on this machine"
         return "soft", f"{kind}: flock is not known to work across machines there"
 
 
-def filesystem_of(path: str | os.PathLike[str]) -> Filesystem:
-    """The mount holding ``path`` (which must exist); cached per device for the life of the process."""
+def filesystem_of(path: str | os.PathLike[str], cache: dict[int, Filesystem] | None = None) -> Filesystem:
+    """The mount holding ``path`` (which must exist), read from the mount table now.
+
+    Matched by mount id where the kernel gives it (``statx``, Linux 5.8+: right for btrfs subvolumes, whose
+    device number is not the table's), else by device number and the longest mount point holding the path.
+    Not cached across calls unless ``cache`` is given: device numbers and mount ids are reused once a
+    filesystem is unmounted, so a long-lived process must not keep an answer.
+
+    Raises:
+        OSError: ``path`` cannot be examined.
+    """
     device = os.stat(path).st_dev
-    found = _by_device.get(device)
-    if found is None:
-        found = _by_device[device] = _lookup(os.path.realpath(path), device)
+    if cache is not None and device in cache:
+        return cache[device]
+    found = _lookup(os.path.realpath(path), device, _mount_id(path))
+    if cache is not None:
+        cache[device] = found
     return found
 
 
 def caches_sizes(device: int, path: str) -> bool:
-    """:attr:`Filesystem.caches_sizes` of the filesystem of ``device`` (one dict lookup once known)."""
+    """:attr:`Filesystem.caches_sizes` of the filesystem of ``device``; one dict lookup once known.
+
+    Remembered until :func:`forget`, which every project load and run load calls first: a filesystem
+    mounted where another was, reusing its device number, is then not taken for it.
+    """
     found = _by_device.get(device)
     if found is None:
-        found = _by_device[device] = _lookup(os.path.realpath(path), device)
+        try:
+            found = _by_device[device] = filesystem_of(path)
+        except OSError:
+            return True  # cannot tell: the safe answer
     return found.caches_sizes
+
+
+def forget() -> None:
+    """Drop what :func:`caches_sizes` remembers."""
+    _by_device.clear()
 
 
 def is_shared(path: str | os.PathLike[str]) -> bool:
@@ -144,7 +170,7 @@ def is_shared(path: str | os.PathLike[str]) -> bool:
 _by_device: dict[int, Filesystem] = {}
 
 
-def _lookup(real_path: str, device: int) -> Filesystem:
+def _lookup(real_path: str, device: int, mount_id: int | None) -> Filesystem:
     try:
         with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as table:
             lines = table.read().splitlines()
@@ -155,16 +181,19 @@ def _lookup(real_path: str, device: int) -> Filesystem:
     for line in lines:
         # id parent major:minor root mount-point mount-options [optional fields...] - type source super-options
         fields = line.split(" ")
-        if len(fields) < 10 or fields[2] != wanted or "-" not in fields[6:]:
+        if len(fields) < 10 or "-" not in fields[6:]:
+            continue
+        if (fields[0] != str(mount_id)) if mount_id is not None else (fields[2] != wanted):
             continue
         dash = fields.index("-", 6)
         mount_point = _unescape(fields[4])
-        if not _contains(mount_point, real_path):
+        if mount_id is None and not _contains(mount_point, real_path):
             continue
         if best is None or len(mount_point) > len(best.mount_point):
             options = frozenset(fields[5].split(",")) | frozenset(fields[dash + 3].split(","))
             best = Filesystem(fields[dash + 1], mount_point, _unescape(fields[dash + 2]), options)
-    return best or Filesystem("unknown", "/", "", frozenset())
+    # A mount table that does not list the path's mount: nothing is known, and the lock must work anyway.
+    return best or Filesystem("unlisted", "/", "", frozenset())
 
 
 def _contains(mount_point: str, path: str) -> bool:
@@ -178,12 +207,20 @@ def _unescape(field: str) -> str:
     return field.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
 
 
-# -- the size the server has -----------------------------------------------------------------------------
+# -- what the server has ---------------------------------------------------------------------------------
 
+_AT_FDCWD = -100
 _AT_EMPTY_PATH = 0x1000
 _AT_STATX_FORCE_SYNC = 0x2000
 _STATX_SIZE = 0x200
-_STX_SIZE_OFFSET = 40  # struct statx: mask, blksize, attributes, nlink, uid, gid, mode, spare, ino, then size
+_STATX_MTIME = 0x40
+_STATX_CTIME = 0x80
+_STATX_MNT_ID = 0x1000
+# struct statx: u32 mask, u32 blksize, u64 attributes, u32 nlink, uid, gid, u16 mode, spare, u64 ino, size, ...
+_STX_SIZE = 40
+_STX_CTIME = 96  # then atime 64, btime 80 before it; each a (s64 seconds, u32 nanoseconds, pad)
+_STX_MTIME = 112
+_STX_MNT_ID = 144
 
 
 def _load_statx() -> Any:
@@ -203,24 +240,62 @@ def _load_statx() -> Any:
 _statx: Any = ...
 
 
-def server_size(fd: int) -> int:
-    """The size of the open file ``fd`` as its server knows it now, not as this machine last cached it.
-
-    Also refreshes the size the kernel keeps, so that a read that follows is no longer cut at a stale one.
-    Where ``statx`` is missing, an ordinary ``fstat``.
-
-    Raises:
-        OSError: the file cannot be examined.
-    """
+def _call_statx(fd: int, path: bytes, flags: int, mask: int) -> bytes | None:
+    """The raw ``struct statx``; ``None`` where the C library has no ``statx``."""
     global _statx  # noqa: PLW0603 - loaded once, on first use
     if _statx is ...:
         _statx = _load_statx()
     if _statx is None:
-        return os.fstat(fd).st_size
+        return None
     import ctypes
 
     buffer = ctypes.create_string_buffer(256)
-    if _statx(fd, b"", _AT_EMPTY_PATH | _AT_STATX_FORCE_SYNC, _STATX_SIZE, buffer) != 0:
+    if _statx(fd, path, flags, mask, buffer) != 0:
         error = ctypes.get_errno()
-        raise OSError(error, os.strerror(error))
-    return int(struct.unpack_from("=Q", buffer, _STX_SIZE_OFFSET)[0])
+        raise OSError(error, os.strerror(error), os.fsdecode(path) or None)
+    return buffer.raw
+
+
+def _mount_id(path: str | os.PathLike[str]) -> int | None:
+    try:
+        raw = _call_statx(_AT_FDCWD, os.fsencode(path), 0, _STATX_MNT_ID)
+    except OSError:
+        return None
+    if raw is None or not struct.unpack_from("=I", raw, 0)[0] & _STATX_MNT_ID:
+        return None  # a kernel older than 5.8
+    return int(struct.unpack_from("=Q", raw, _STX_MNT_ID)[0])
+
+
+def server_size(fd: int) -> int:
+    """The size of the open file ``fd`` as its server knows it now, not as this machine last cached it.
+
+    Also refreshes the size the kernel keeps, so that a read that follows is no longer cut at a stale one.
+    A FUSE filesystem answers for the file's *path*, which another machine may have replaced since it was
+    opened: use :func:`server_stat` around the read where that matters.  Where ``statx`` is missing, ``fstat``.
+
+    Raises:
+        OSError: the file cannot be examined (``FileNotFoundError``: its path is gone on the server).
+    """
+    raw = _call_statx(fd, b"", _AT_EMPTY_PATH | _AT_STATX_FORCE_SYNC, _STATX_SIZE)
+    if raw is None:
+        return os.fstat(fd).st_size
+    return int(struct.unpack_from("=Q", raw, _STX_SIZE)[0])
+
+
+def server_stat(path: str | os.PathLike[str]) -> tuple[int, int, int, int, int]:
+    """Size, mtime and ctime (seconds, nanoseconds) of ``path`` as its server knows them now.
+
+    Also refreshes what the kernel keeps for the path, so that a file opened after it is read whole.  Where
+    ``statx`` is missing, ``os.stat``.
+
+    Raises:
+        OSError: ``path`` cannot be examined (``FileNotFoundError`` when it does not exist).
+    """
+    raw = _call_statx(_AT_FDCWD, os.fsencode(path), _AT_STATX_FORCE_SYNC, _STATX_SIZE | _STATX_MTIME | _STATX_CTIME)
+    if raw is None:
+        stat = os.stat(path)
+        return stat.st_size, stat.st_mtime_ns, 0, stat.st_ctime_ns, 0
+    size = struct.unpack_from("=Q", raw, _STX_SIZE)[0]
+    mtime, mtime_ns = struct.unpack_from("=qI", raw, _STX_MTIME)
+    ctime, ctime_ns = struct.unpack_from("=qI", raw, _STX_CTIME)
+    return int(size), int(mtime), int(mtime_ns), int(ctime), int(ctime_ns)

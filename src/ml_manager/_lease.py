@@ -21,7 +21,8 @@ and SMB document:
   waiter's own monotonic clock.  No timestamps of two machines are ever compared (sshfs stamps ``utime`` with the
   client's clock, in whole seconds), only the record's content, so clock offsets do not matter.  A holder never
   needs to renew: a locked update takes milliseconds, so a record unchanged for the lease means a holder that
-  died or stopped.  A crashed node therefore blocks the others for at most the lease.
+  died or stopped.  What a process saw of a holder is kept between its attempts, so the lease runs out even
+  for callers that each wait less than it.  A crashed node therefore blocks the others for at most the lease.
 * **Breaking** renames the lock file aside (atomic on the server), reads what it took, and removes it.  If it
   took a record other than the one judged stale (a new holder got in between), that holder is displaced, not
   fooled: see the fence.
@@ -30,11 +31,14 @@ and SMB document:
   not, the write is abandoned and the whole update redone under the lock.  What no check can close is the time
   between that check and the server executing the rename (a pause between the two calls, or a rename queued in
   the client): a holder paused exactly there for longer than the lease can still replace ``metrics.toml`` with
-  a version lacking the newer holder's update.  The records themselves are never at risk: every writer appends
-  them to its own history file, which needs no lock, and ``metrics.toml`` can be rebuilt from the history
-  (``ml-manager doctor --fix`` does for a corrupt one).  Closing the window would need a conditional publish
-  (generation-numbered files created exclusively) in place of the ``metrics.toml`` that the on-disk format
-  promises.
+  a version lacking the newer holder's update (or ``config.toml`` with an older status).  The records
+  themselves are never at risk: every writer appends them to its own history file, which needs no lock, so
+  ``run.history()`` has them and the next update of the same keys puts them back in ``metrics.toml``.
+  Closing the window would need a conditional publish (generation-numbered files created exclusively) in
+  place of the ``metrics.toml`` that the on-disk format promises.
+* **Releasing** checks that the record is still its own before removing the file, so a holder whose lock was
+  broken does not remove its successor's; the check and the removal are two steps, so this too narrows a
+  window (one opened only by a holder that outlived its lease) rather than closing it.
 """
 
 from __future__ import annotations
@@ -87,9 +91,14 @@ class LeaseLock:
     def __init__(self, path: str) -> None:
         self.path = path
         self._record: bytes | None = None
+        # The holder's record as first seen, and when (this process's monotonic clock).
+        self._watched: tuple[bytes, float] | None = None
 
     def acquire(self, timeout: float, poll_interval: float = 0.005) -> None:
         """Take the lock, waiting at most ``timeout`` seconds.
+
+        What this process saw of the holder is kept between calls, so that a holder's lease runs out even for
+        callers that each wait less than the lease.
 
         Raises:
             TimeoutError: another holder kept it.
@@ -97,9 +106,9 @@ class LeaseLock:
         """
         deadline = time.monotonic() + timeout
         lease = resolve_lease()
-        watched: tuple[bytes, float] | None = None
         refused_since: float | None = None
         record = _new_record()
+        absent = 0
         while True:
             try:
                 fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
@@ -109,6 +118,7 @@ class LeaseLock:
                 holder = _read(self.path)
                 now = time.monotonic()
                 if holder is None:
+                    self._watched = None
                     if exc.errno == errno.EPERM:
                         refused_since = now if refused_since is None else refused_since
                         if now - refused_since > _REFUSED_FOR:
@@ -116,14 +126,12 @@ class LeaseLock:
                             raise PermissionError(errno.EPERM, message, self.path) from exc
                     if now >= deadline:
                         raise TimeoutError(self.path) from None
-                    continue  # released in between: try again at once
-                refused_since = None
-                if watched is None or watched[0] != holder:
-                    watched = (holder, now)
-                dead = _dead_here(holder)
-                if dead or now - watched[1] >= lease:
-                    self._break(holder, dead or f"its record unchanged for {lease:g} s")
-                    watched = None
+                    absent += 1
+                    if absent > 1:  # released in between: try again at once, then without spinning
+                        time.sleep(min(poll_interval, max(0.0, deadline - now)))
+                    continue
+                refused_since, absent = None, 0
+                if self._broke(holder, now, lease):
                     continue
                 if now >= deadline:
                     raise TimeoutError(self.path) from None
@@ -131,15 +139,27 @@ class LeaseLock:
                 time.sleep(min(poll_interval * (0.5 + random.random()), max(0.0, deadline - now)))
                 continue
             try:
-                write_all(fd, record)
+                try:
+                    write_all(fd, record)
+                finally:
+                    os.close(fd)  # a network filesystem may report a full disk only here
             except BaseException:
-                os.close(fd)
                 with contextlib.suppress(OSError):
                     os.unlink(self.path)
                 raise
-            os.close(fd)
-            self._record = record
+            self._record, self._watched = record, None
             return
+
+    def _broke(self, holder: bytes, now: float, lease: float) -> bool:
+        """Break the lock if its holder is dead or its lease ran out; whether it was broken."""
+        if self._watched is None or self._watched[0] != holder:
+            self._watched = (holder, now)
+        dead = _dead_here(holder)
+        if dead or now - self._watched[1] >= lease:
+            self._watched = None
+            self._break(holder, dead or f"its record unchanged for {lease:g} s")
+            return True
+        return False
 
     def release(self) -> None:
         """Let go: remove the lock file, unless it is no longer this holder's (broken while held)."""
@@ -197,6 +217,26 @@ def held_here(record: bytes) -> bool:
     return bool(fields) and fields.get("machine") == _machine() != "?" and _dead_here(record) is None
 
 
+def age_on_server(path: str) -> float | None:
+    """Seconds since the lock file at ``path`` was created, by the server's clock, or ``None`` if it is gone.
+
+    Both times are stamped by the filesystem that holds it: the lock file's, and that of a probe file created
+    beside it now.  No clock of this machine is compared with another's.
+    """
+    probe = f"{path}.probe.{os.urandom(6).hex()}"
+    try:
+        created = os.stat(path).st_mtime
+    except FileNotFoundError:
+        return None
+    fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        now = os.fstat(fd).st_mtime
+    finally:
+        os.close(fd)
+        os.unlink(probe)
+    return now - created
+
+
 def read_record(path: str) -> bytes | None:
     """The record in the lock file at ``path``, or ``None`` when there is no lock file."""
     return _read(path)
@@ -251,27 +291,42 @@ def _dead_here(record: bytes) -> str | None:
         pid = int(fields["pid"])
     except (KeyError, ValueError):
         return None
-    if pid == os.getpid():
-        return None
-    start = _start_time(pid)
-    if start is None:
+    return None if pid == os.getpid() else _gone(pid, fields.get("start"))
+
+
+def _gone(pid: int, recorded_start: str | None) -> str | None:
+    """Why process ``pid`` of this machine, started at ``recorded_start``, is known gone; ``None`` if not."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
         return f"its process {pid} on this machine is gone"
-    if fields.get("start") not in (None, "None", start):
+    except PermissionError:
+        pass  # another user's: it exists
+    state = _proc_stat(pid)
+    if state is None:
+        return None  # alive, and /proc tells no more (hidden, or not Linux)
+    if state[0] == "Z":
+        return f"its process {pid} on this machine is gone (not yet reaped)"
+    if recorded_start not in (None, "None", state[1]):
         return f"its process {pid} on this machine is gone (the pid now belongs to a newer process)"
     return None
 
 
 def _start_time(pid: int) -> str | None:
-    """The process's start time in clock ticks since boot, or ``None`` when it is gone (zombies included)."""
+    """The process's start time in clock ticks since boot, or ``None`` when /proc does not tell."""
+    state = _proc_stat(pid)
+    return None if state is None else state[1]
+
+
+def _proc_stat(pid: int) -> tuple[str, str] | None:
+    """A process's state letter and start time (clock ticks since boot), or ``None`` when /proc does not tell."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as file:
             stat = file.read()
     except OSError:
         return None
     fields = stat[stat.rfind(b")") + 2 :].split()
-    if fields[0] == b"Z":
-        return None
-    return fields[19].decode()
+    return fields[0].decode(), fields[19].decode()
 
 
 _identity: list[str] = []

@@ -32,7 +32,7 @@ from ._queue import FairQueue
 from .errors import LockTimeoutError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable, Iterator, Mapping
 
     import filelock
 
@@ -133,6 +133,16 @@ def check_lock_choice(kind: object) -> LockChoice | None:
 
 
 _CHOICES = ("auto", *LOCK_KINDS)
+
+
+def recorded_kind(meta: Mapping[str, Any]) -> object:
+    """The kind a run's ``_meta`` records; for a run made before kinds were recorded, the one its writers used:
+    ``ML_MANAGER_LOCK`` when it names a kind, else ``flock``."""
+    recorded = meta.get("lock")
+    if recorded is None:
+        variable = os.environ.get(LOCK_KIND_ENV)
+        recorded = variable if variable in LOCK_KINDS else "flock"
+    return recorded
 
 
 def resolve_lock_kind(kind: str | None, recorded: object = None, run_dir: Path | None = None) -> LockKind:

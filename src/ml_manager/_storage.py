@@ -30,7 +30,7 @@ from ._cache import FileKey, file_key, key_of
 from ._lease import LeaseLost
 from ._locking import LOCK_FILES, LockKind, run_lock
 from ._toml import dumps, parse_toml
-from .errors import CorruptRunFileError
+from .errors import CorruptRunFileError, LockTimeoutError
 
 CONFIG_FILE = "config.toml"
 METRICS_FILE = "metrics.toml"
@@ -117,17 +117,20 @@ def read_toml_keyed(path: str | Path) -> tuple[dict[str, Any], FileKey]:
 
 
 def _read_bytes(path: str | Path) -> tuple[os.stat_result, bytes]:
-    for _ in range(_REPLACED_TRIES):
-        with open(path, "rb") as file:
-            stat = os.fstat(file.fileno())
-            if _fs.caches_sizes(stat.st_dev, str(path)):
-                # The size the server has, not a stale one this machine cached: the read is not cut short.
-                try:
-                    _fs.server_size(file.fileno())
-                except FileNotFoundError:
-                    continue  # replaced on the server since it was opened: open the new version
-                stat = os.fstat(file.fileno())
+    with open(path, "rb") as file:
+        stat = os.fstat(file.fileno())
+        if not _fs.caches_sizes(stat.st_dev, str(path)):
             return stat, file.read()
+    # A mount that keeps sizes cached (FUSE) cuts a read at the size it last saw: another machine's longer
+    # version reads as a prefix of itself.  Ask the server for the path's size before opening and again after
+    # reading: the same answer both times means the bytes read are that version's, whole.
+    for _ in range(_REPLACED_TRIES):
+        before = _fs.server_stat(path)
+        with open(path, "rb") as file:
+            data = file.read()
+            stat = os.fstat(file.fileno())
+        if len(data) == before[0] and _fs.server_stat(path) == before:
+            return stat, data
     # Not FileNotFoundError: a file that keeps being replaced exists, and must never be read as missing.
     raise OSError(errno.ESTALE, "replaced again and again while being read", str(path))
 
@@ -147,35 +150,34 @@ def read_run_files(run_dir: str) -> tuple[dict[str, Any], dict[str, Any], tuple[
     config_file = os.path.join(run_dir, CONFIG_FILE)
     metrics_file = os.path.join(run_dir, METRICS_FILE)
     try:
-        config, config_key = _read_again_if_missing(config_file, run_dir, expected=True)
+        # Missing is "being created" unless the run has written anything else.
+        config, config_key = _read_again_if_missing(config_file, run_dir, evidence=(METRICS_FILE, HISTORY_DIR))
     except FileNotFoundError:
         if os.path.exists(metrics_file):
             raise CorruptRunFileError(config_file, "missing, though metrics.toml exists") from None
         raise
     try:
         # Missing is "no metrics yet" unless the run has logged records (its history says so).
-        metrics, metrics_key = _read_again_if_missing(metrics_file, run_dir, expected=None)
+        metrics, metrics_key = _read_again_if_missing(metrics_file, run_dir, evidence=(HISTORY_DIR,))
     except FileNotFoundError:
         metrics, metrics_key = {}, None
     return config, metrics, (config_key, metrics_key)
 
 
-# How long, in all, a run file that should exist is looked for again on a shared filesystem.
-_MISSING_FOR = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.3)
+# How long, in all, a run file that should exist is looked for again on a shared filesystem: a replace done as
+# two renames leaves it missing for two server round trips.
+_MISSING_FOR = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1)
 
 
-def _read_again_if_missing(path: str, run_dir: str, *, expected: bool | None) -> tuple[dict[str, Any], FileKey]:
+def _read_again_if_missing(path: str, run_dir: str, *, evidence: tuple[str, ...]) -> tuple[dict[str, Any], FileKey]:
     """:func:`read_toml_keyed`; on a shared filesystem a missing file that should exist is looked for again.
 
-    ``expected``: ``True`` when the file should exist whenever its run directory does; ``None`` when only once
-    the run has history.
+    It should exist when any of ``evidence`` (names in ``run_dir``) does.
     """
     try:
         return read_toml_keyed(path)
     except FileNotFoundError:
-        if not _fs.is_shared(run_dir):
-            raise
-        if expected is None and not os.path.isdir(os.path.join(run_dir, HISTORY_DIR)):
+        if not any(os.path.exists(os.path.join(run_dir, name)) for name in evidence) or not _fs.is_shared(run_dir):
             raise
     for delay in _MISSING_FOR:
         time.sleep(delay)
@@ -183,7 +185,7 @@ def _read_again_if_missing(path: str, run_dir: str, *, expected: bool | None) ->
             return read_toml_keyed(path)
         except FileNotFoundError:
             continue
-    raise FileNotFoundError(2, "No such file or directory", path)
+    raise FileNotFoundError(errno.ENOENT, "No such file or directory", path)
 
 
 def split_config(document: dict[str, Any], config_file: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -197,6 +199,30 @@ def split_config(document: dict[str, Any], config_file: str | Path) -> tuple[dic
     if not isinstance(meta, dict) or not isinstance(wandb_info, dict):
         raise CorruptRunFileError(str(config_file), "no [_meta] and [_wandb] tables: not an ml_manager run")
     return meta, wandb_info
+
+
+def _read_locked(target: Path, lock: LockKind) -> dict[str, Any]:
+    """The file to update, read under the run's lock; missing only when the server says so.
+
+    A client may answer "missing" from what it cached before another machine created the file (NFS keeps a
+    failed lookup until it sees the directory change): merging into an empty document would then drop every
+    other writer's keys.  On a shared filesystem a missing file is looked for once more after listing the
+    directory, which revalidates what the client keeps of it.
+    """
+    try:
+        return read_toml(target)
+    except FileNotFoundError:
+        if lock == "flock" and not _fs.is_shared(target.parent):
+            return {}
+    if target.name not in os.listdir(target.parent):
+        return {}
+    for delay in (0.0, *_MISSING_FOR):
+        time.sleep(delay)
+        try:
+            return read_toml(target)
+        except FileNotFoundError:
+            continue
+    raise OSError(errno.ESTALE, "listed in its directory, but cannot be opened", str(target))
 
 
 def read_toml_or_empty(path: Path) -> dict[str, Any]:
@@ -279,7 +305,9 @@ def update_file(
         try:
             remaining = max(0.0, deadline - time.monotonic())
             document = _update_once(paths, target, change, lock, remaining, durable=durable, written=written)
-        except LeaseLost:
+        except LeaseLost as exc:
+            if time.monotonic() >= deadline:
+                raise LockTimeoutError(str(paths.lock(lock)), lock_timeout) from exc
             continue
         break
     if durable:
@@ -307,12 +335,15 @@ def _update_once(
         key = file_key(target) if lock == "flock" else None
         cached = _written.pop(str(target), None)
         current = cached[1] if cached is not None and key is not None and cached[0] == key else None
-        document = change(current if current is not None else read_toml_or_empty(target))
+        document = change(current if current is not None else _read_locked(target, lock))
         try:
             write_toml(target, document, durable=durable, sync_directory=False, before_replace=fence)
-        except FileNotFoundError:
-            fence()  # a breaker removed our temp file as a dead writer's: LeaseLost, redo
-            raise
+        except FileNotFoundError as exc:
+            if lock == "flock":
+                raise
+            # A writer that believed itself the holder (its lock broken a moment ago, not yet fenced off)
+            # removed our temp file as a dead writer's: redo the update, as after a broken lock.
+            raise LeaseLost(str(target)) from exc
         written_key = file_key(target)
         if written_key is not None:
             _written[str(target)] = (written_key, copy_document(document))

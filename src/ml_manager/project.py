@@ -10,7 +10,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, overload
 
-from . import _cache, _history, _storage
+from . import _cache, _fs, _history, _storage
 from ._frame import RunRow, build_frame, history_frame
 from ._values import restore_config
 from .errors import CorruptRunFileError, MLManagerWarning
@@ -63,6 +63,7 @@ class MLProject:
         """
         if not self.base_dir.is_dir():
             raise FileNotFoundError(errno.ENOENT, "no such base directory", str(self.base_dir))
+        _fs.forget()  # which mounts cache sizes: looked up again, once per mount, for this load
         rows: list[RunRow] = []
         skipped: list[CorruptRunFileError] = []
         cache, now = _cache.cache_for(self.base_dir), time.time_ns()

@@ -9,10 +9,17 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import _channel, _create, _dist, _history, _storage, _wandb, _writer
+from . import _channel, _create, _dist, _fs, _history, _storage, _wandb, _writer
 from ._async import AsyncMethods
 from ._forward import ForwarderStats
-from ._locking import LockChoice, LockKind, check_lock_choice, resolve_lock_kind, resolve_lock_timeout
+from ._locking import (
+    LockChoice,
+    LockKind,
+    check_lock_choice,
+    recorded_kind,
+    resolve_lock_kind,
+    resolve_lock_timeout,
+)
 from ._storage import RunPaths
 from ._values import check_step, metrics_snapshot, normalize_config, normalize_metrics, restore_config
 from ._writer import LogStats
@@ -260,6 +267,7 @@ class MLRun(AsyncMethods):
         if project_name is None:
             project_name = _create.find_project(run_id, Path(base_dir))
         paths = RunPaths.of(base_dir, project_name, run_id)
+        _fs.forget()
         try:
             document, metrics, _ = _storage.read_run_files(str(paths.run_dir))
         except FileNotFoundError:
@@ -364,7 +372,7 @@ class MLRun(AsyncMethods):
             wandb_info=wandb_info,
             wandb_run=None,
             durable=durable,
-            lock=resolve_lock_kind(lock, meta.get("lock"), paths.run_dir),
+            lock=resolve_lock_kind(lock, recorded_kind(meta)),
             lock_timeout=lock_timeout,
             owner=False,
             flush_interval=flush_interval,
