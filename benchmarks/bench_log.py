@@ -44,6 +44,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from _report import print_summary
 from _together import run_together
 
 from ml_manager import MLRun
@@ -534,11 +535,7 @@ def main() -> None:
     rows = _report_callers(sizes, results) + _report_jobs(sizes, results)
     rows += _report_loops(sizes, matmul_n, results) + _report_contention(sizes, results)
     rows += _report_memory(sizes, results)
-    width = max(len(row[0]) for row in rows)
-    print(f"\nsummary, median of {args.rounds} rounds")
-    print(f"{'figure':{width}}  {'measured':>14}  goal")
-    for figure, measured, goal in rows:
-        print(f"{figure:{width}}  {measured:>14}  {goal}")
+    print_summary(rows, args.rounds)
 
 
 if __name__ == "__main__":

@@ -44,6 +44,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
+from _report import print_summary
+
 from ml_manager import MLRun
 from ml_manager._locking import LOCK_FILES, run_lock
 from ml_manager._storage import read_toml
@@ -361,11 +363,7 @@ def main() -> None:
             print(f"round {r + 1}/{args.rounds}: {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
     print(f"2 simulated nodes, one sshfs export on this machine; medians of {args.rounds} rounds")
     rows = _report_single(args, results) + _report_jobs(args, results)
-    width = max(len(row[0]) for row in rows)
-    print(f"\nsummary, median of {args.rounds} rounds")
-    print(f"{'figure':{width}}  {'measured':>14}  peer or goal")
-    for figure, measured, peer in rows:
-        print(f"{figure:{width}}  {measured:>14}  {peer}")
+    print_summary(rows, args.rounds, "peer or goal")
 
 
 if __name__ == "__main__":

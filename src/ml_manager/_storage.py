@@ -302,9 +302,9 @@ def update_file(
     """
     deadline = time.monotonic() + lock_timeout
     while True:
+        remaining = max(0.0, deadline - time.monotonic())
         try:
-            remaining = max(0.0, deadline - time.monotonic())
-            document = _update_once(paths, target, change, lock, remaining, durable=durable, written=written)
+            document = _locked_update(paths, target, change, lock, remaining, durable, written)
         except LeaseLost as exc:
             if time.monotonic() >= deadline:
                 raise LockTimeoutError(str(paths.lock(lock)), lock_timeout) from exc
@@ -317,17 +317,16 @@ def update_file(
     return document
 
 
-def _update_once(
+def _locked_update(  # noqa: PLR0917 - update_file's arguments, passed on
     paths: RunPaths,
     target: Path,
     change: Callable[[dict[str, Any]], dict[str, Any]],
     lock: LockKind,
-    lock_timeout: float,
-    *,
+    timeout: float,
     durable: bool,
     written: Callable[[dict[str, Any]], object] | None,
 ) -> dict[str, Any]:
-    with run_lock(paths.lock(lock), lock_timeout, lock) as fence:
+    with run_lock(paths.lock(lock), timeout, lock) as fence:
         remove_stale_temps(paths.run_dir)
         # What this process wrote last, if the file is still exactly that: a long metrics.toml is then not
         # parsed again on every call.  Taken out of the cache while it changes, so a failed write leaves none.
