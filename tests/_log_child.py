@@ -97,11 +97,13 @@ def _interrupted_flushes(run_dir: str, rounds: int) -> None:
         try:
             armed = True
             signal.setitimer(signal.ITIMER_REAL, draw.uniform(0, 0.003))
-            run.flush()
+            try:
+                run.flush()
+            finally:
+                armed = False  # a timer firing after this line does nothing; before it, lands in the try
         except KeyboardInterrupt:
             interrupted += 1
         finally:
-            armed = False
             signal.setitimer(signal.ITIMER_REAL, 0)
     run.finish()
     print(f"{step} {interrupted}")

@@ -138,33 +138,41 @@ def filesystem_of(path: str | os.PathLike[str], cache: dict[int, Filesystem] | N
     return found
 
 
-def caches_sizes(device: int, path: str) -> bool:
+def caches_sizes(device: int, path: str | os.PathLike[str]) -> bool:
     """:attr:`Filesystem.caches_sizes` of the filesystem of ``device``; one dict lookup once known.
 
     Remembered until :func:`forget`, which every project load and run load calls first: a filesystem
     mounted where another was, reusing its device number, is then not taken for it.
     """
-    found = _by_device.get(device)
-    if found is None:
-        try:
-            found = _by_device[device] = filesystem_of(path)
-        except OSError:
-            return True  # cannot tell: the safe answer
-    return found.caches_sizes
-
-
-def forget() -> None:
-    """Drop what :func:`caches_sizes` remembers."""
-    _by_device.clear()
+    found = _by_device.get(device) or _remember(device, path)
+    return found is None or found.caches_sizes  # cannot tell: the safe answer
 
 
 def is_shared(path: str | os.PathLike[str]) -> bool:
-    """Whether other machines may write to ``path``'s filesystem (anything not known to be a local disk)."""
+    """Whether other machines may write to ``path``'s filesystem (anything not known to be a local disk).
+
+    Remembered per device number like :func:`caches_sizes`.
+    """
     try:
-        kind = filesystem_of(path).type
+        device = os.stat(path).st_dev
     except OSError:
         return False
-    return kind not in _LOCAL and kind != "unknown"
+    found = _by_device.get(device) or _remember(device, path)
+    return found is not None and found.type not in _LOCAL and found.type != "unknown"
+
+
+def forget() -> None:
+    """Drop what :func:`caches_sizes` and :func:`is_shared` remember."""
+    _by_device.clear()
+
+
+def _remember(device: int, path: str | os.PathLike[str]) -> Filesystem | None:
+    try:
+        found = filesystem_of(path)
+    except OSError:
+        return None
+    _by_device[device] = found
+    return found
 
 
 _by_device: dict[int, Filesystem] = {}

@@ -46,11 +46,11 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import random
 import time
 
 from . import _fs, _log
 from ._atomic import write_all
+from ._locking import LeaseLost
 
 DEFAULT_LEASE = 30.0
 LEASE_ENV = "ML_MANAGER_LOCK_LEASE"
@@ -58,10 +58,6 @@ _MAGIC = b"ml_manager lock\n"
 # How long the create may be refused while no lock file exists before the refusal is believed.
 _REFUSED_FOR = 2.0
 _RECORD_LIMIT = 4096
-
-
-class LeaseLost(Exception):
-    """The lock was broken while held: the holder outlived its lease.  The update is to be redone."""
 
 
 def resolve_lease() -> float:
@@ -136,7 +132,7 @@ class LeaseLock:
                 if now >= deadline:
                     raise TimeoutError(self.path) from None
                 # Jittered, so that waiters on several machines do not poll in step.
-                time.sleep(min(poll_interval * (0.5 + random.random()), max(0.0, deadline - now)))
+                time.sleep(min(poll_interval * (0.5 + os.urandom(1)[0] / 255), max(0.0, deadline - now)))
                 continue
             try:
                 try:

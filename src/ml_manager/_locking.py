@@ -25,9 +25,8 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
-from ._lease import LeaseLock
 from ._queue import FairQueue
 from .errors import LockTimeoutError
 
@@ -36,7 +35,9 @@ if TYPE_CHECKING:
 
     import filelock
 
-    _FileLock = filelock.BaseFileLock | LeaseLock
+    from ._lease import LeaseLock
+
+    _FileLock: TypeAlias = filelock.BaseFileLock | LeaseLock
 
 DEFAULT_LOCK_TIMEOUT = 60.0
 LOCK_TIMEOUT_ENV = "ML_MANAGER_LOCK_TIMEOUT"
@@ -175,7 +176,7 @@ def run_lock(lock_file: Path, timeout: float, kind: LockKind = "flock") -> Itera
     """Hold the lock at ``lock_file`` for the duration of the block.
 
     The block gets the fence: a function to call just before replacing a file, which raises
-    :class:`~._lease.LeaseLost` when the lock was broken while held (the soft lock, whose holder outlived its
+    :class:`LeaseLost` when the lock was broken while held (the soft lock, whose holder outlived its
     lease); for flock it does nothing.
 
     Args:
@@ -216,6 +217,10 @@ def run_lock(lock_file: Path, timeout: float, kind: LockKind = "flock") -> Itera
                 _leave(queue, token)  # type: ignore[arg-type]
     finally:
         thread_lock.release()
+
+
+class LeaseLost(Exception):
+    """The soft lock was broken while held (its holder outlived the lease): the update is to be redone."""
 
 
 def _no_fence() -> None:
@@ -259,6 +264,8 @@ def _locks_for(lock_file: Path, kind: LockKind) -> tuple[threading.Lock, _FileLo
         entry = registry.locks.get(key)
         if entry is None:
             if kind == "soft":
+                from ._lease import LeaseLock  # imported on first use, like filelock
+
                 entry = (threading.Lock(), LeaseLock(key), None)
             else:
                 queue = FairQueue(Path(key)) if FAIR_QUEUE else None

@@ -27,8 +27,7 @@ from typing import Any, NamedTuple
 from . import _fs
 from ._atomic import atomic_write, remove_stale_temps, sync_directory_of
 from ._cache import FileKey, file_key, key_of
-from ._lease import LeaseLost
-from ._locking import LOCK_FILES, LockKind, run_lock
+from ._locking import LOCK_FILES, LeaseLost, LockKind, run_lock
 from ._toml import dumps, parse_toml
 from .errors import CorruptRunFileError, LockTimeoutError
 
@@ -119,7 +118,7 @@ def read_toml_keyed(path: str | Path) -> tuple[dict[str, Any], FileKey]:
 def _read_bytes(path: str | Path) -> tuple[os.stat_result, bytes]:
     with open(path, "rb") as file:
         stat = os.fstat(file.fileno())
-        if not _fs.caches_sizes(stat.st_dev, str(path)):
+        if not _fs.caches_sizes(stat.st_dev, path):
             return stat, file.read()
     # A mount that keeps sizes cached (FUSE) cuts a read at the size it last saw: another machine's longer
     # version reads as a prefix of itself.  Ask the server for the path's size before opening and again after
