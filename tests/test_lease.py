@@ -321,7 +321,7 @@ def test_a_live_holder_whose_proc_entry_is_hidden_is_not_taken_for_dead(
 ) -> None:
     # /proc mounted hidepid=2 shows no other user's processes: existing is all that can be told of them.
     monkeypatch.setenv("ML_MANAGER_LOCK_LEASE", "3600")
-    monkeypatch.setattr(_lease, "_proc_stat", lambda pid: None)
+    monkeypatch.setattr(_lease, "process_state", lambda pid: None)
     lock_file = base_dir / "run.soft.lock"
     command = [sys.executable, "-c", _HOLD, str(lock_file)]
     with subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) as holder:

@@ -59,6 +59,7 @@ def examine(base_dir: Path, *, stale_after: float = DEFAULT_STALE_AFTER, census:
     ``census``: filled with the number of runs per filesystem and recorded lock kind.
     """
     now = time.time()
+    _fs.forget()  # which filesystem each run is on: looked up once per mount in this pass
     problems: list[Problem] = []
     for project in _visible_dirs(base_dir):
         for run_dir in _visible_dirs(project):
@@ -93,8 +94,8 @@ def fix(problem: Problem) -> str:
     if problem.kind == "stale-lock":
         done = []
         lock_file = run_dir / LOCK_FILES["soft"]
-        stale = _lease.read_record(str(lock_file))
-        if stale is not None and _stale_soft_lock(lock_file, time.time()) and _lease.remove_if(str(lock_file), stale):
+        stale = _stale_soft_lock(lock_file)
+        if stale is not None and _lease.remove_if(str(lock_file), stale[1]):
             done.append("removed the soft lock file")
         nodes = _stale_queue_nodes(run_dir, time.time())
         for node in nodes:
@@ -119,9 +120,9 @@ def _examine_run(run_dir: Path, now: float, stale_after: float, census: Census |
     if temps:
         problems.append(Problem("stale-temp", run_dir, f"{len(temps)} temp file(s) left by a killed writer", True))
     if LOCK_FILES["soft"] in names:
-        stale = _stale_soft_lock(run_dir / LOCK_FILES["soft"], now)
-        if stale:
-            problems.append(Problem("stale-lock", run_dir, stale, True))
+        stale = _stale_soft_lock(run_dir / LOCK_FILES["soft"])
+        if stale is not None:
+            problems.append(Problem("stale-lock", run_dir, stale[0], True))
     if LOCK_FILES["flock"] + QUEUE_SUFFIX in names:
         nodes = _stale_queue_nodes(run_dir, now)
         if nodes:
@@ -155,11 +156,13 @@ def _examine_run(run_dir: Path, now: float, stale_after: float, census: Census |
 
 
 def _check_lock_kind(run_dir: Path, meta: dict[str, Any], census: Census | None) -> list[Problem]:
+    filesystem = _fs.remembered(run_dir)
     try:
-        filesystem = _fs.filesystem_of(run_dir)
         lock = resolve_lock_kind(None, recorded_kind(meta))
-    except (OSError, ValueError) as exc:
-        return [Problem("unsafe-lock", run_dir, f"cannot tell its lock or filesystem: {exc}", False)]
+    except ValueError as exc:
+        return [Problem("unsafe-lock", run_dir, f"cannot tell its lock: {exc}", False)]
+    if filesystem is None:
+        return [Problem("unsafe-lock", run_dir, "cannot tell which filesystem it is on", False)]
     if census is not None:
         key = (filesystem.type, filesystem.mount_point, lock)
         census[key] = census.get(key, 0) + 1
@@ -201,12 +204,13 @@ def _alive(pid: int, created_at: float | None) -> bool:
 
 def _process_start(pid: int) -> float | None:
     """When process ``pid`` started (Linux ``/proc``), or ``None`` where that cannot be known."""
+    state = _lease.process_state(pid)
+    if state is None:
+        return None
     try:
-        with open(f"/proc/{pid}/stat", "rb") as file:
-            fields = file.read().rsplit(b")", 1)[1].split()
         with open("/proc/stat", "rb") as file:
             boot = next(float(line.split()[1]) for line in file if line.startswith(b"btime "))
-        return boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+        return boot + int(state[1]) / os.sysconf("SC_CLK_TCK")
     except (OSError, IndexError, ValueError, StopIteration):
         return None
 
@@ -222,7 +226,8 @@ def _last_activity(run_dir: Path) -> float:
     return latest
 
 
-def _stale_soft_lock(lock_file: Path, now: float) -> str | None:
+def _stale_soft_lock(lock_file: Path) -> tuple[str, bytes] | None:
+    """Why the soft lock at ``lock_file`` is stale, with the record judged so; ``None`` if it is not."""
     try:
         record = _lease.read_record(str(lock_file))
     except OSError:
@@ -231,13 +236,14 @@ def _stale_soft_lock(lock_file: Path, now: float) -> str | None:
         return None
     gone = _lease.holder_gone(record)
     if gone:
-        return f"soft lock of {_lease.describe(record)}: {gone}"
+        return f"soft lock of {_lease.describe(record)}: {gone}", record
     if _lease.held_here(record):
         return None
     # Another machine's holder, or no readable one: its age by the server's clock, never this machine's.
     age = _lease.age_on_server(str(lock_file))
     if age is not None and age > QUIET_SECONDS:
-        return f"soft lock of {_lease.describe(record)}, held for over a minute (a locked update takes milliseconds)"
+        held = "held for over a minute (a locked update takes milliseconds)"
+        return f"soft lock of {_lease.describe(record)}, {held}", record
     return None
 
 

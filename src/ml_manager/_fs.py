@@ -85,7 +85,7 @@ class Filesystem(NamedTuple):
     @property
     def caches_sizes(self) -> bool:
         """Whether a read may be cut at a stale size, so that readers must ask the server for it first."""
-        return self.type.startswith("fuse") or self.type in ("unknown", "unlisted")
+        return self.type.startswith("fuse") or self.type == "unlisted"
 
     @property
     def unsupported(self) -> str | None:
@@ -118,51 +118,47 @@ class Filesystem(NamedTuple):
         return "soft", f"{kind}: flock is not known to work across machines there"
 
 
-def filesystem_of(path: str | os.PathLike[str], cache: dict[int, Filesystem] | None = None) -> Filesystem:
+def filesystem_of(path: str | os.PathLike[str]) -> Filesystem:
     """The mount holding ``path`` (which must exist), read from the mount table now.
 
     Matched by mount id where the kernel gives it (``statx``, Linux 5.8+: right for btrfs subvolumes, whose
     device number is not the table's), else by device number and the longest mount point holding the path.
-    Not cached across calls unless ``cache`` is given: device numbers and mount ids are reused once a
-    filesystem is unmounted, so a long-lived process must not keep an answer.
+    Not cached: device numbers and mount ids are reused once a filesystem is unmounted, so a long-lived
+    process must not keep an answer (see :func:`remembered` for one pass over many runs).
 
     Raises:
         OSError: ``path`` cannot be examined.
     """
-    device = os.stat(path).st_dev
-    if cache is not None and device in cache:
-        return cache[device]
-    found = _lookup(os.path.realpath(path), device, _mount_id(path))
-    if cache is not None:
-        cache[device] = found
-    return found
+    return _lookup(os.path.realpath(path), os.stat(path).st_dev, _mount_id(path))
 
 
 def caches_sizes(device: int, path: str | os.PathLike[str]) -> bool:
-    """:attr:`Filesystem.caches_sizes` of the filesystem of ``device``; one dict lookup once known.
-
-    Remembered until :func:`forget`, which every project load and run load calls first: a filesystem
-    mounted where another was, reusing its device number, is then not taken for it.
-    """
+    """:attr:`Filesystem.caches_sizes` of the filesystem of ``device`` (``path``'s); one dict lookup once known."""
     found = _by_device.get(device) or _remember(device, path)
     return found is None or found.caches_sizes  # cannot tell: the safe answer
 
 
 def is_shared(path: str | os.PathLike[str]) -> bool:
-    """Whether other machines may write to ``path``'s filesystem (anything not known to be a local disk).
+    """Whether other machines may write to ``path``'s filesystem (anything not known to be a local disk)."""
+    found = remembered(path)
+    return found is not None and found.type not in _LOCAL and found.type != "unknown"
 
-    Remembered per device number like :func:`caches_sizes`.
+
+def remembered(path: str | os.PathLike[str]) -> Filesystem | None:
+    """:func:`filesystem_of`, remembered per device number until :func:`forget`; ``None`` if it cannot tell.
+
+    Every project load, run load and doctor pass calls :func:`forget` first: a filesystem mounted where
+    another was, reusing its device number, is then not taken for it.
     """
     try:
         device = os.stat(path).st_dev
     except OSError:
-        return False
-    found = _by_device.get(device) or _remember(device, path)
-    return found is not None and found.type not in _LOCAL and found.type != "unknown"
+        return None
+    return _by_device.get(device) or _remember(device, path)
 
 
 def forget() -> None:
-    """Drop what :func:`caches_sizes` and :func:`is_shared` remember."""
+    """Drop what :func:`remembered` remembers."""
     _by_device.clear()
 
 

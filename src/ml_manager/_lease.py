@@ -111,7 +111,7 @@ class LeaseLock:
             except OSError as exc:
                 if exc.errno not in (errno.EEXIST, errno.EPERM):
                     raise OSError(exc.errno, f"{exc.strerror} while creating the lock file", self.path) from exc
-                holder = _read(self.path)
+                holder = read_record(self.path)
                 now = time.monotonic()
                 if holder is None:
                     self._watched = None
@@ -150,7 +150,7 @@ class LeaseLock:
         """Break the lock if its holder is dead or its lease ran out; whether it was broken."""
         if self._watched is None or self._watched[0] != holder:
             self._watched = (holder, now)
-        dead = _dead_here(holder)
+        dead = holder_gone(holder)
         if dead or now - self._watched[1] >= lease:
             self._watched = None
             self._break(holder, dead or f"its record unchanged for {lease:g} s")
@@ -160,13 +160,13 @@ class LeaseLock:
     def release(self) -> None:
         """Let go: remove the lock file, unless it is no longer this holder's (broken while held)."""
         record, self._record = self._record, None
-        if record is not None and _read(self.path) == record:
+        if record is not None and read_record(self.path) == record:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.path)
 
     def check(self) -> None:
         """The fence: raise :class:`LeaseLost` unless the lock file still holds this holder's record."""
-        if self._record is None or _read(self.path) != self._record:
+        if self._record is None or read_record(self.path) != self._record:
             raise LeaseLost(self.path)
 
     def _break(self, stale: bytes, why: str) -> None:
@@ -187,7 +187,7 @@ def remove_if(path: str, stale: bytes) -> bool:
     except FileNotFoundError:
         return False  # released, or broken by another waiter
     try:
-        taken = _read(aside)
+        taken = read_record(aside)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(aside)
@@ -202,15 +202,10 @@ def describe(record: bytes) -> str:
     return f"pid {fields.get('pid', '?')} on {fields.get('host', '?')}"
 
 
-def holder_gone(record: bytes) -> str | None:
-    """Why the holder of ``record`` is known dead (it ran on this machine), or ``None``."""
-    return _dead_here(record)
-
-
 def held_here(record: bytes) -> bool:
     """Whether ``record`` is a holder's on this machine that is alive."""
     fields = _fields(record)
-    return bool(fields) and fields.get("machine") == _machine() != "?" and _dead_here(record) is None
+    return bool(fields) and fields.get("machine") == _machine() != "?" and holder_gone(record) is None
 
 
 def age_on_server(path: str) -> float | None:
@@ -235,10 +230,6 @@ def age_on_server(path: str) -> float | None:
 
 def read_record(path: str) -> bytes | None:
     """The record in the lock file at ``path``, or ``None`` when there is no lock file."""
-    return _read(path)
-
-
-def _read(path: str) -> bytes | None:
     try:
         fd = os.open(path, os.O_RDONLY)
     except (FileNotFoundError, NotADirectoryError):
@@ -279,7 +270,8 @@ def _fields(record: bytes) -> dict[str, str]:
     return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
 
 
-def _dead_here(record: bytes) -> str | None:
+def holder_gone(record: bytes) -> str | None:
+    """Why the holder of ``record`` is known dead (it ran on this machine), or ``None``."""
     fields = _fields(record)
     if not fields or fields.get("machine") != _machine() or _machine() == "?":
         return None  # another machine's (or unreadable): only the lease can tell
@@ -298,7 +290,7 @@ def _gone(pid: int, recorded_start: str | None) -> str | None:
         return f"its process {pid} on this machine is gone"
     except PermissionError:
         pass  # another user's: it exists
-    state = _proc_stat(pid)
+    state = process_state(pid)
     if state is None:
         return None  # alive, and /proc tells no more (hidden, or not Linux)
     if state[0] == "Z":
@@ -310,11 +302,11 @@ def _gone(pid: int, recorded_start: str | None) -> str | None:
 
 def _start_time(pid: int) -> str | None:
     """The process's start time in clock ticks since boot, or ``None`` when /proc does not tell."""
-    state = _proc_stat(pid)
+    state = process_state(pid)
     return None if state is None else state[1]
 
 
-def _proc_stat(pid: int) -> tuple[str, str] | None:
+def process_state(pid: int) -> tuple[str, str] | None:
     """A process's state letter and start time (clock ticks since boot), or ``None`` when /proc does not tell."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as file:

@@ -22,7 +22,7 @@ import os
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from . import _fs
 from ._atomic import atomic_write, remove_stale_temps, sync_directory_of
@@ -35,6 +35,8 @@ CONFIG_FILE = "config.toml"
 METRICS_FILE = "metrics.toml"
 HISTORY_DIR = "history"
 FORMAT_VERSION = 1
+
+_T = TypeVar("_T")
 
 
 class RunPaths(NamedTuple):
@@ -178,13 +180,21 @@ def _read_again_if_missing(path: str, run_dir: str, *, evidence: tuple[str, ...]
     except FileNotFoundError:
         if not any(os.path.exists(os.path.join(run_dir, name)) for name in evidence) or not _fs.is_shared(run_dir):
             raise
-    for delay in _MISSING_FOR:
+    found = _look_again(lambda: read_toml_keyed(path), _MISSING_FOR)
+    if found is None:
+        raise FileNotFoundError(errno.ENOENT, "No such file or directory", path)
+    return found
+
+
+def _look_again(read: Callable[[], _T], delays: tuple[float, ...]) -> _T | None:
+    """``read()`` again after each of ``delays`` until the file is found; ``None`` if it never is."""
+    for delay in delays:
         time.sleep(delay)
         try:
-            return read_toml_keyed(path)
+            return read()
         except FileNotFoundError:
             continue
-    raise FileNotFoundError(errno.ENOENT, "No such file or directory", path)
+    return None
 
 
 def split_config(document: dict[str, Any], config_file: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -215,13 +225,10 @@ def _read_locked(target: Path, lock: LockKind) -> dict[str, Any]:
             return {}
     if target.name not in os.listdir(target.parent):
         return {}
-    for delay in (0.0, *_MISSING_FOR):
-        time.sleep(delay)
-        try:
-            return read_toml(target)
-        except FileNotFoundError:
-            continue
-    raise OSError(errno.ESTALE, "listed in its directory, but cannot be opened", str(target))
+    found = _look_again(lambda: read_toml(target), (0.0, *_MISSING_FOR))
+    if found is None:
+        raise OSError(errno.ESTALE, "listed in its directory, but cannot be opened", str(target))
+    return found
 
 
 def read_toml_or_empty(path: Path) -> dict[str, Any]:
