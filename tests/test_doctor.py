@@ -18,6 +18,7 @@ from ml_manager._atomic import _TEMP_NAME
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from typing import Any
 
 HOUR = 3600.0
 
@@ -259,3 +260,15 @@ def test_a_foreign_config_is_reported_as_not_a_run(base_dir: Path) -> None:
     problems = _doctor.examine(base_dir)
     assert [(problem.kind, problem.fixable) for problem in problems] == [("corrupt", False)]
     assert "not an ml_manager run" in problems[0].detail
+
+
+def test_a_foreign_soft_lock_on_a_read_only_filesystem_is_left_unjudged(tmp_path: Path, small_tmpfs: Any) -> None:
+    # Its age comes from a probe file created beside it, by the filesystem's clock: where none can be created,
+    # doctor cannot tell, and says nothing rather than fail or guess with this machine's clock.
+    with small_tmpfs(tmp_path / "ro", "1m") as base:
+        run = _finished(base, "demo", {"accuracy": 0.5})
+        lock_file = run.run_dir / "run.soft.lock"
+        lock_file.write_text("ml_manager lock\ntoken=00\nhost=node-b\npid=1\nstart=1\nmachine=another/pid:[1]\n")
+        _age(lock_file, HOUR)
+        subprocess.run(["mount", "-o", "remount,ro", str(base)], check=True)
+        assert [problem.kind for problem in _doctor.examine(base)] == []

@@ -209,7 +209,8 @@ def held_here(record: bytes) -> bool:
 
 
 def age_on_server(path: str) -> float | None:
-    """Seconds since the lock file at ``path`` was created, by the server's clock, or ``None`` if it is gone.
+    """Seconds since the lock file at ``path`` was created, by the server's clock; ``None`` if it is gone, or
+    no probe can be created beside it (a read-only or full filesystem).
 
     Both times are stamped by the filesystem that holds it: the lock file's, and that of a probe file created
     beside it now.  No clock of this machine is compared with another's.
@@ -217,9 +218,9 @@ def age_on_server(path: str) -> float | None:
     probe = f"{path}.probe.{os.urandom(6).hex()}"
     try:
         created = os.stat(path).st_mtime
-    except FileNotFoundError:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError:
         return None
-    fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         now = os.fstat(fd).st_mtime
     finally:
