@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import _history, _log, _storage
 from ._wandb import one_call_per_step
-from ._writer import LogStats, writer
+from ._writer import LogStats, wait, writer
 from .errors import FlushError
 
 if TYPE_CHECKING:
@@ -76,8 +76,11 @@ class Channel:
         self.records: deque[_history.Record] = deque()
         self.commit_lock = threading.Lock()  # held by whoever writes: the writer thread, or an exit hook
         self.state = threading.Lock()  # guards ready, unreported and joining or leaving the writer's rounds
-        self.done = threading.Condition(threading.Lock())  # flush requests and what became of them
-        self.room = threading.Condition(threading.Lock())  # log calls waiting for room in the buffer
+        # Flush requests and what became of them; log calls waiting for room in the buffer.  Entered as ``with``
+        # their locks, and waited on through _writer.wait: a caller's wait may be cut by Ctrl-C.
+        self.done_lock, self.room_lock = threading.RLock(), threading.RLock()
+        self.done = threading.Condition(self.done_lock)
+        self.room = threading.Condition(self.room_lock)
         self.unwritten: list[_history.Record] = []  # taken from ``records``; the history append failed
         self.unmerged: dict[str, Any] = {}  # in the history; the metrics.toml merge failed
         self.written = self.flushes = self.failures = 0
@@ -125,13 +128,13 @@ class Channel:
         if not self.urgent and self.failure is None:
             self.urgent = True
             writer.wake()
-        with self.room:
+        with self.room_lock:
             while len(self.records) + len(self.unwritten) >= self.limit:
                 if self.failure is not None:
                     raise self._error(self.failure.reason, self.failure.path, self.failure.errno, self.failure)
                 if not writer.serves(self):
                     break
-                self.room.wait(self.interval)
+                wait(self.room, self.interval)
             else:
                 return
         self.commit()  # nobody else makes room: write it here
@@ -165,18 +168,18 @@ class Channel:
             self.commit(timeout=timeout)
             return
         deadline = None if timeout is None else time.monotonic() + timeout
-        with self.done:
+        with self.done_lock:
             self.requested += 1
             ticket = self.requested
         writer.wake()
-        with self.done:
+        with self.done_lock:
             while self.served < ticket:
                 if not writer.serves(self):
                     break
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     raise self._error(f"not written within {timeout:g} s; the writer goes on trying", self.run_dir)
-                self.done.wait(remaining)
+                wait(self.done, remaining)
             else:
                 error = self.served_error
                 if error is not None:
@@ -196,7 +199,7 @@ class Channel:
 
     def serve(self) -> None:
         """The writer thread's commit: it answers the flush requests made before it started."""
-        with self.done:
+        with self.done_lock:
             target = self.requested
             waited_for = target > self.served
         try:
@@ -205,7 +208,7 @@ class Channel:
             error: FlushError | None = exc
         else:
             error = None
-        with self.done:
+        with self.done_lock:
             self.served = max(self.served, target)
             self.served_error = error
             self.done.notify_all()
@@ -251,7 +254,7 @@ class Channel:
                     _storage.deep_merge(self.unmerged, values)
                 self.unwritten = []
                 self.written += len(batch)
-                with self.room:
+                with self.room_lock:
                     self.room.notify_all()
             if self.unmerged:
                 _storage.merge_metrics(
@@ -287,7 +290,7 @@ class Channel:
                     self.ready = False
             self.failure = error
             self.failures += 1  # last: whoever sees the count sees the error ready to be raised
-        with self.room:
+        with self.room_lock:
             self.room.notify_all()
         raise error from exc
 
@@ -320,9 +323,9 @@ class Channel:
         """The last exit hook: the writer thread is stopping; logs and flushes from now on write by themselves."""
         with self.state:
             self.ready = False
-        with self.done:
+        with self.done_lock:
             self.done.notify_all()
-        with self.room:
+        with self.room_lock:
             self.room.notify_all()
 
     def _keep_metrics(self, document: dict[str, Any]) -> None:

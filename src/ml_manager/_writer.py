@@ -36,6 +36,23 @@ DEFAULT_FLUSH_INTERVAL = 1.0
 DEFAULT_MAX_UNFLUSHED = 100_000
 
 
+def wait(condition: threading.Condition, timeout: float | None = None) -> None:
+    """``condition.wait``, for a caller's thread that Ctrl-C (or a signal handler's exception) may interrupt.
+
+    The condition must be on an ``RLock`` and be entered as ``with`` its lock, not the condition: entering a
+    ``Condition`` runs Python code, and an interrupt landing just after it took the lock would leave the lock
+    taken (the writer thread then waits for it forever); a lock's own ``with`` runs none.  And ``wait`` lets go
+    of the lock first: interrupted right then, it returns without taking it back, and the ``with`` would fail to
+    release it (a ``RuntimeError`` in place of the KeyboardInterrupt).  Here it is taken back first.
+    """
+    try:
+        condition.wait(timeout)
+    except BaseException:
+        if not condition._is_owned():  # type: ignore[attr-defined]  # the RLock's owner check
+            condition.acquire()
+        raise
+
+
 class LogStats(NamedTuple):
     """What became of the records one handle logged with :meth:`MLRun.log` in this process.
 
@@ -98,7 +115,9 @@ class _Writer:
         self._reset()
 
     def _reset(self) -> None:
-        self.cond = threading.Condition(threading.Lock())
+        # Entered as ``with self.lock`` (see wait): the thread's channels, its state, and its sleep.
+        self.lock = threading.RLock()
+        self.cond = threading.Condition(self.lock)
         self.channels: list[Channel] = []
         # Every channel made in this process, open or not: the exit hooks write whatever any still holds.
         self.known: weakref.WeakSet[Channel] = weakref.WeakSet()
@@ -109,7 +128,7 @@ class _Writer:
 
     def add(self, channel: Channel) -> bool:
         """Take part in the writer's rounds, starting the thread if needed; False if no thread can run."""
-        with self.cond:
+        with self.lock:
             if self.stopping:
                 return False  # the exit hooks are writing: the caller writes for itself
             if channel not in self.channels:
@@ -128,7 +147,7 @@ class _Writer:
 
     def remove(self, channel: Channel) -> threading.Thread | None:
         """Leave the writer's rounds; returns the thread when no channel is left, for :meth:`wait_for_end`."""
-        with self.cond:
+        with self.lock:
             if channel in self.channels:
                 self.channels.remove(channel)
             self.cond.notify_all()
@@ -139,9 +158,9 @@ class _Writer:
 
     def wait_for_end(self, thread: threading.Thread) -> None:
         """Wait until ``thread`` ends, unless a handle started logging meanwhile (then it goes on for it)."""
-        with self.cond:
+        with self.lock:
             while self.thread is thread and not self.channels:
-                self.cond.wait()
+                wait(self.cond)
             if self.thread is thread:
                 return
         thread.join()  # it has let go of everything and is returning
@@ -157,13 +176,13 @@ class _Writer:
         )
 
     def wake(self) -> None:
-        with self.cond:
+        with self.lock:
             self.cond.notify_all()
 
     def of_run(self, run_dir: Path) -> list[Channel]:
         """The open channels of one run in this process."""
         where = os.path.abspath(run_dir)
-        with self.cond:
+        with self.lock:
             return [channel for channel in self.channels if channel.run_dir == where]
 
     def _hook(self) -> None:
@@ -182,7 +201,7 @@ class _Writer:
 
     def _work(self) -> None:
         while True:
-            with self.cond:
+            with self.lock:
                 if self.channels:
                     # Until the interval is up, or sooner for a flush request or a crowded buffer: checked
                     # before each wait, so a request made before this thread first waited is not missed.
@@ -209,7 +228,7 @@ writer = _Writer()
 
 def _commit_all(last: bool) -> None:
     """The exit hooks: commit every channel of this process here; the last one stops the thread first."""
-    with writer.cond:
+    with writer.lock:
         if last:
             writer.stopping = True
             writer.cond.notify_all()
