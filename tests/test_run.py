@@ -230,6 +230,39 @@ def test_config_with_unstorable_value_raises_naming_the_key_and_creates_nothing(
     assert list(base_dir.iterdir()) == []
 
 
+def test_update_config_merges_nested_keys_and_round_trips_python_types(base_dir: Path) -> None:
+    run = MLRun.create({"lr": 0.1, "model": {"layers": 2, "act": "relu"}, "note": None}, base_dir, "demo")
+    run.update_config({"model": {"layers": 4, "widths": (8, 8)}, "note": "tuned", "data": Path("/d")})
+    expected = {"lr": 0.1, "model": {"layers": 4, "act": "relu", "widths": (8, 8)}, "note": "tuned", "data": Path("/d")}
+    assert run.config == expected
+    assert run.wandb_run.config["note"] == "tuned"
+    loaded = MLRun.load(run.run_id, base_dir)
+    assert loaded.config == expected
+    assert type(loaded.config["model"]["widths"]) is tuple
+    # The replaced None is no longer recorded as one; the run's own tables are kept.
+    assert {"path": ["note"], "type": "none"} not in loaded.meta["python_types"]
+    assert loaded.meta["status"] == "running"
+    assert loaded.wandb_info == run.wandb_info
+    # Another handle's update merges with this one's.
+    loaded.update_config({"model": {"act": "gelu"}})
+    assert MLRun.load(run.run_id, base_dir).config["model"] == {"layers": 4, "act": "gelu", "widths": (8, 8)}
+    run.finish()
+
+
+def test_update_config_refuses_bad_values_before_writing(base_dir: Path) -> None:
+    run = MLRun.create({"lr": 0.1}, base_dir, "demo")
+    before = (run.run_dir / "config.toml").read_bytes()
+    with pytest.raises(TypeError, match=r"config\['opt'\]\['fn'\]"):
+        run.update_config({"opt": {"fn": print}})
+    with pytest.raises(ValueError, match="reserved"):
+        run.update_config({"_meta": {"status": "finished"}})
+    with pytest.raises(TypeError, match="mapping"):
+        run.update_config([("lr", 1)])  # type: ignore[arg-type]
+    assert (run.run_dir / "config.toml").read_bytes() == before
+    assert run.config == {"lr": 0.1}
+    run.finish()
+
+
 # -- finish and the context manager -------------------------------------------------------------------------
 
 

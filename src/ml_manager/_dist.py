@@ -7,6 +7,7 @@ initialised a process group, and only then is it asked.
 from __future__ import annotations
 
 import sys
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
@@ -18,6 +19,11 @@ class Ranks(NamedTuple):
 
     rank: int
     world_size: int
+
+
+# Set where one rank alone creates the run (a framework hook that runs on rank 0 only) and hands its id to the
+# others by other means: ``MLRun.create`` then makes the run here, without the collective.
+creating_alone: ContextVar[bool] = ContextVar("ml_manager_creating_alone", default=False)
 
 
 def current() -> Ranks | None:

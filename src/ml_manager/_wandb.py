@@ -162,6 +162,14 @@ def _init(*, run_id: str, project: str, entity: str | None, config: dict[str, An
     )
 
 
+def update_config(run: Any, values: dict[str, Any]) -> None:
+    """Merge ``values`` into a live wandb run's config; a failure is logged once, never raised."""
+    try:
+        run.config.update(values, allow_val_change=True)
+    except Exception:
+        _log.warning("wandb config update failed; config.toml holds the values", exc_info=True)
+
+
 def _attr(run: Any, name: str) -> str | None:
     try:
         value = getattr(run, name)

@@ -204,8 +204,8 @@ class MLRun(AsyncMethods):
             logging=logging,
         )
         ranks = _dist.current()
-        if ranks is None:
-            return start(ranks=None)
+        if ranks is None or _dist.creating_alone.get():
+            return start(ranks=ranks)
         # Every rank calls create identically: rank 0 makes the run, the others attach to it.
         made: list[MLRun] = []
 
@@ -420,6 +420,53 @@ class MLRun(AsyncMethods):
         if self._sender is not None:
             self._sender.log(values, step)
 
+    def update_config(self, config_dict: Mapping[str, Any]) -> None:
+        """Merge keys into the run's config (``config.toml``), for hyperparameters known only after ``create``.
+
+        Nested dicts merge key by key with what is on disk; any other value replaces the stored one.  The
+        values are checked before any I/O, as for :meth:`create` (``None``, tuples and paths round-trip); the
+        merge happens under the run's lock, so handles in other processes may update the config at once.
+        ``self.config`` becomes the merged config.  A handle with a live wandb run updates its config too
+        (a wandb failure is logged, never raised).
+
+        Args:
+            config_dict: keys and values to merge; ``_meta`` and ``_wandb`` are reserved.
+
+        Raises:
+            TypeError: a key or value TOML cannot hold (the message names its key path); nothing is written.
+            ValueError: a reserved key, or a value TOML cannot hold; nothing is written.
+            LockTimeoutError: the run's lock was not free within ``lock_timeout``.
+            CorruptRunFileError: ``config.toml`` cannot be parsed; it is left as it is.
+        """
+        if not isinstance(config_dict, Mapping):
+            raise TypeError(f"config must be a mapping, not {type(config_dict).__name__}")
+        reserved = [key for key in _RESERVED if key in config_dict]
+        if reserved:
+            raise ValueError(f"config key {reserved[0]!r} is reserved for ml_manager's own table")
+        normalize_config(config_dict)  # every error before any I/O
+        config_file = self._paths.config
+        merged: dict[str, Any] = {}
+
+        def merge(document: dict[str, Any]) -> dict[str, Any]:
+            meta, wandb_info = _storage.split_config(document, config_file)
+            config = restore_config(document, meta.get("python_types"))
+            stored, python_types = normalize_config(_merge_values(config, config_dict))
+            if python_types:
+                meta["python_types"] = python_types
+            else:
+                meta.pop("python_types", None)
+            merged.clear()
+            merged.update(restore_config(_storage.copy_document(stored), python_types))
+            return {**stored, "_wandb": wandb_info, "_meta": meta}
+
+        document = _storage.update_file(
+            self._paths, config_file, merge, lock=self.lock, lock_timeout=self.lock_timeout, durable=self.durable
+        )
+        self.config = merged
+        self.meta = dict(document["_meta"])
+        if self.wandb_run is not None and os.getpid() == self._pid:
+            _wandb.update_config(self.wandb_run, dict(config_dict))
+
     def _keep_metrics(self, document: dict[str, Any]) -> None:
         # Under the run's lock: threads sharing this handle leave it the latest write, not the latest return.
         self.metrics = document
@@ -559,6 +606,14 @@ class MLRun(AsyncMethods):
         self._finished = True
         if not self._owner or os.getpid() != self._pid:
             return
+        try:
+            self._record_status(status)
+        finally:
+            if self._sender is not None:
+                self._sender.finish(exit_code=0 if status == "finished" else 1, timeout=timeout)
+
+    def _record_status(self, status: str) -> None:
+        """Write ``status`` and the time into ``_meta``: for the handle that speaks for the whole run."""
         finished_at = _create.now()
 
         def mark(document: dict[str, Any]) -> dict[str, Any]:
@@ -567,19 +622,15 @@ class MLRun(AsyncMethods):
             meta["finished_at"] = finished_at
             return document
 
-        try:
-            document = _storage.update_file(
-                self._paths,
-                self._paths.config,
-                mark,
-                lock=self.lock,
-                lock_timeout=self.lock_timeout,
-                durable=self.durable,
-            )
-            self.meta = dict(document["_meta"])
-        finally:
-            if self._sender is not None:
-                self._sender.finish(exit_code=0 if status == "finished" else 1, timeout=timeout)
+        document = _storage.update_file(
+            self._paths,
+            self._paths.config,
+            mark,
+            lock=self.lock,
+            lock_timeout=self.lock_timeout,
+            durable=self.durable,
+        )
+        self.meta = dict(document["_meta"])
 
     def __enter__(self) -> MLRun:
         return self
@@ -626,3 +677,14 @@ def _attach_pickled(  # noqa: PLR0917 - pickle calls it positionally
         flush_interval=flush_interval,
         max_unflushed=max_unflushed,
     )
+
+
+def _merge_values(base: dict[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """Merge a caller's (not yet normalised) values into a config, in place: mappings merge key by key."""
+    for key, value in new.items():
+        old = base.get(key)
+        if isinstance(value, Mapping) and isinstance(old, dict):
+            _merge_values(old, value)
+        else:
+            base[key] = value
+    return base

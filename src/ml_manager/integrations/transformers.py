@@ -1,0 +1,186 @@
+"""``MLManagerCallback``: a Hugging Face ``Trainer`` callback with which every rank logs into ONE run.
+
+Example::
+
+    from ml_manager.integrations.transformers import MLManagerCallback
+
+    trainer = Trainer(model, args, train_dataset=data, callbacks=[MLManagerCallback("./checkpoints", "my-project")])
+    trainer.train()
+
+It needs no ``report_to`` entry (the Trainer only accepts its own names there): pass it in ``callbacks``.
+Importing this module imports ``transformers``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+from transformers import TrainerCallback
+
+from . import _common
+
+if TYPE_CHECKING:
+    from transformers import TrainerControl, TrainerState, TrainingArguments
+
+    from ml_manager.run import MLRun
+
+__all__ = ["MLManagerCallback"]
+
+# The TrainingArguments recorded in the run's config: what decides the result, not where files go.
+_ARGUMENTS = (
+    "learning_rate",
+    "lr_scheduler_type",
+    "warmup_steps",
+    "warmup_ratio",
+    "weight_decay",
+    "optim",
+    "adam_beta1",
+    "adam_beta2",
+    "adam_epsilon",
+    "max_grad_norm",
+    "num_train_epochs",
+    "max_steps",
+    "per_device_train_batch_size",
+    "per_device_eval_batch_size",
+    "gradient_accumulation_steps",
+    "train_batch_size",
+    "world_size",
+    "seed",
+    "data_seed",
+    "fp16",
+    "bf16",
+    "label_smoothing_factor",
+)
+# The Trainer gathers what it logs across ranks (losses, learning rate, gradient norm, evaluation metrics), so
+# those are the same on every rank; its timings are each rank's own.
+_PER_RANK_SUFFIXES = ("_runtime", "_per_second")
+
+
+class MLManagerCallback(TrainerCallback):
+    """A ``TrainerCallback`` writing the Trainer's logs, from every rank, into one ml_manager run.
+
+    * ``on_train_begin`` (every rank, together): ONE run for all ranks (rank 0 creates it, with wandb; the
+      others join), its config the ``TrainingArguments`` that decide the result (learning rate, batch sizes,
+      epochs, seed, ...) and the model's config under ``model``.  With ``save_in_run`` the Trainer's
+      ``output_dir`` becomes ``run_dir/checkpoints``, so checkpoints (and ``trainer.save_model()``) land in
+      the run.
+    * ``on_log`` / ``on_evaluate``: the values with ``step=state.global_step`` through
+      :meth:`~ml_manager.MLRun.log`.  Values the Trainer gathered across ranks (loss, learning rate, gradient
+      norm, evaluation metrics) are written once, by rank 0; each rank's timings (``*_runtime``,
+      ``*_per_second``) by every rank, apart in the history.
+    * ``on_save``: the checkpoint's path as ``checkpoint`` at that step (rank 0).
+    * ``on_train_end``: every rank writes its records, then rank 0 marks the run finished.  A training that
+      raises never reaches it: the run is then marked ``failed`` when the process exits.
+
+    Args:
+        base_dir: the root of all projects.
+        project_name: the run's project (also the wandb project).
+        entity: the wandb entity.
+        config: more config for the run (merged over the Trainer's).
+        run_id: the run's id, or of an existing run to log into again; default a fresh one.
+        save_in_run: point the Trainer's ``output_dir`` into the run (default) or leave it as it is.
+        **create_kwargs: any other option of :meth:`~ml_manager.MLRun.create`.
+
+    Raises:
+        ValueError: a bad ``project_name`` or ``run_id``.
+        TypeError: an option ``MLRun.create`` does not take, or a ``config`` that is not a mapping.
+    """
+
+    def __init__(
+        self,
+        base_dir: str | os.PathLike[str],
+        project_name: str,
+        *,
+        entity: str | None = None,
+        config: dict[str, Any] | None = None,
+        run_id: str | None = None,
+        save_in_run: bool = True,
+        **create_kwargs: Any,
+    ) -> None:
+        self._options = _common.RunOptions(
+            base_dir, project_name, entity=entity, config=None, run_id=run_id, create_kwargs=create_kwargs
+        )
+        self._extra_config = _common.storable_config(config or {})
+        self.save_in_run = save_in_run
+        self._run: MLRun | None = None
+        self._run_pid = 0
+        self._logged: tuple[int, frozenset[str]] = (-1, frozenset())
+
+    @property
+    def run(self) -> MLRun | None:
+        """The run, once training began in this process; ``None`` before."""
+        return self._run if self._run_pid == os.getpid() else None
+
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        run = self.run
+        if run is None:
+            config = {name: getattr(args, name) for name in _ARGUMENTS if hasattr(args, name)}
+            model_config = getattr(kwargs.get("model"), "config", None)
+            if model_config is not None and hasattr(model_config, "to_dict"):
+                config["model"] = model_config.to_dict()
+            run = self._run = self._options.open({**config, **self._extra_config})
+            self._run_pid = os.getpid()
+        if _common.rank() == 0:
+            _common.exit_guard.watch(run)
+        if self.save_in_run:
+            args.output_dir = str(run.run_dir / "checkpoints")
+
+    def on_log(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        logs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if logs:
+            self._write(logs, state.global_step)
+            self._logged = (state.global_step, frozenset(logs))
+
+    def on_evaluate(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        metrics: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        # The Trainer hands the evaluation's metrics to on_log first: write only what that did not.
+        step, keys = self._logged
+        fresh = {k: v for k, v in (metrics or {}).items() if step != state.global_step or k not in keys}
+        if fresh:
+            self._write(fresh, state.global_step)
+
+    def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+        run = self.run
+        if run is not None and _common.rank() == 0:
+            path = os.path.join(str(args.output_dir), f"checkpoint-{state.global_step}")
+            run.log({"checkpoint": path}, step=state.global_step)
+
+    def on_train_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        run = self.run
+        if run is None:
+            return
+        run.flush()
+        _common.barrier()
+        if _common.rank() == 0:
+            _common.exit_guard.release(run)
+            _common.finish(run, "finished")
+
+    def _write(self, logs: dict[str, Any], step: int) -> None:
+        run = self.run
+        if run is None:
+            return  # logged before training began (a lone evaluate()): not part of a run
+        everything = _common.rank() == 0
+        values = {
+            key: value
+            for key, value in logs.items()
+            if isinstance(value, (int, float, str)) and (everything or key.endswith(_PER_RANK_SUFFIXES))
+        }
+        if values:
+            run.log(values, step=step)
