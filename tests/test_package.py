@@ -10,7 +10,8 @@ from ml_manager import errors
 
 
 def test_all_lists_exactly_the_public_names() -> None:
-    public = {name for name in vars(ml_manager) if not name.startswith("_")} - {"errors", "project", "run"}
+    submodules = {"errors", "project", "run", "integrations"}  # attributes once imported, not exports
+    public = {name for name in vars(ml_manager) if not name.startswith("_")} - submodules
     assert sorted(ml_manager.__all__) == ml_manager.__all__
     assert set(ml_manager.__all__) - {"__version__"} == public
 
@@ -41,6 +42,18 @@ DEFERRED = (
 
 def test_import_defers_what_it_does_not_need_yet() -> None:
     code = f"import sys, ml_manager; print(sorted(m for m in {DEFERRED!r} if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+FRAMEWORKS = ("torch", "lightning", "pytorch_lightning", "transformers", "accelerate")
+
+
+def test_importing_the_package_and_its_integrations_imports_no_framework() -> None:
+    code = (
+        "import sys, ml_manager, ml_manager.integrations, ml_manager.integrations._common; "
+        f"print(sorted(m for m in {FRAMEWORKS!r} if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 

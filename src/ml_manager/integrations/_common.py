@@ -15,7 +15,7 @@ from typing import Any
 
 from ml_manager import _create, _dist, _storage
 from ml_manager._values import normalize_config
-from ml_manager.errors import MLManagerWarning
+from ml_manager.errors import FlushError, MLManagerWarning
 from ml_manager.run import MLRun
 
 # The options of MLRun.create that MLRun.load takes too: a rank that joins a run writes as its creator does.
@@ -122,12 +122,16 @@ def barrier() -> None:
 
 
 def finish(run: MLRun, status: str) -> None:
-    """Record the run's end: the creator finishes it (wandb too); a joined handle writes the status alone."""
-    if run._owner and run._pid == os.getpid():
+    """Record the run's end: the creator finishes it (wandb too); a joined handle, or a creator that already
+    finished once (a second training into the same run), writes the status alone."""
+    if run._owner and run._pid == os.getpid() and not run._finished:
         run._close(status)
         return
-    with contextlib.suppress(Exception):
+    try:
         run.flush()
+    except FlushError:
+        if status == "finished":
+            raise  # not finished: the records stay buffered
     run._record_status(status)
 
 
