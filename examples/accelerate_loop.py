@@ -46,6 +46,8 @@ def main(argv: list[str] | None = None) -> None:
         optimizer.step()
         accelerator.log({"loss": accelerator.reduce(loss.detach(), "mean").item()}, step=step)  # main process
         tracker.log({"rank_loss": loss.item()}, step=step)  # every rank, its own
+    tracker.run.flush()  # every rank's records on disk ...
+    accelerator.wait_for_everyone()  # ... before the main process marks the run finished
     accelerator.end_training()
     if accelerator.is_main_process:
         run = tracker.run

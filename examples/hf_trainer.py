@@ -56,6 +56,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--base-dir", default="./checkpoints")
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--fail-at-step", type=int, default=-1, help="raise in that training step (to see 'failed')")
+    parser.add_argument("--run-id", help="log into this run (default a new one)")
+    parser.add_argument("--resume", action="store_true", help="go on from the run's last checkpoint")
     args = parser.parse_args(argv)
 
     torch.manual_seed(0)
@@ -89,11 +91,11 @@ def main(argv: list[str] | None = None) -> None:
         args=training,
         train_dataset=RandomTokens(64, seed=1),
         eval_dataset=RandomTokens(16, seed=2),
-        callbacks=[MLManagerCallback(args.base_dir, "hf-demo", config={"data": "random tokens"})],
+        callbacks=[MLManagerCallback(args.base_dir, "hf-demo", config={"data": "random tokens"}, run_id=args.run_id)],
     )
     if args.fail_at_step >= 0:
         trainer.add_callback(FailAt(args.fail_at_step))
-    trainer.train()
+    trainer.train(resume_from_checkpoint=args.resume or None)
     callback = next(c for c in trainer.callback_handler.callbacks if isinstance(c, MLManagerCallback))
     if trainer.is_world_process_zero() and callback.run is not None:
         run = callback.run

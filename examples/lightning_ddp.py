@@ -58,6 +58,7 @@ def main() -> None:
     x = torch.randn(256, 8)
     data = DataLoader(TensorDataset(x, x.sum(dim=1, keepdim=True)), batch_size=16)
     logger = MLManagerLogger(args.base_dir, "lightning-demo", config={"data": "random", "epochs": args.epochs})
+    logger.log_hyperparams({"batch_size": data.batch_size})  # before fit: kept until the run exists
     trainer = pl.Trainer(
         accelerator="cpu",
         devices=2,

@@ -38,6 +38,10 @@ class Model(pl.LightningModule):
         self.log("from_rank_zero", 10.0 + self.global_rank, rank_zero_only=True)
         return loss
 
+    def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        x, y = batch
+        self.log("val_loss", torch.nn.functional.mse_loss(self.layer(x), y), sync_dist=True)
+
     def configure_optimizers(self) -> Any:
         return torch.optim.SGD(self.parameters(), lr=self.hparams["lr"])
 
@@ -62,9 +66,12 @@ def main() -> None:
             log_every_n_steps=1,
             enable_progress_bar=False,
             enable_model_summary=False,
+            num_sanity_val_steps=0,
         )
         model = Model(fail_at_step=args.fail_at_step)
-        trainer.fit(model, torch.utils.data.DataLoader(data, batch_size=2))
+        loader = torch.utils.data.DataLoader(data, batch_size=2)
+        # Two validation sets: Lightning names their values val_loss/dataloader_idx_{0,1}.
+        trainer.fit(model, loader, [torch.utils.data.DataLoader(data, batch_size=4)] * 2)
     print(logger.version)
 
 

@@ -92,3 +92,45 @@ def test_bad_options_are_refused_when_the_tracker_is_made(base_dir: Path) -> Non
     with pytest.raises(TypeError, match="'lr'"):
         MLManagerTracker(base_dir, "p", lr=0.1)
     assert list(base_dir.iterdir()) == []
+
+
+def test_a_tracker_given_the_id_of_an_existing_run_logs_into_it(base_dir: Path) -> None:
+    first = MLManagerTracker(base_dir, "solo")
+    first.start()
+    first.log({"loss": 0.5}, step=0)
+    first.finish()
+    again = MLManagerTracker(base_dir, "solo", run_id=first.run.run_id)
+    again.start()
+    again.log({"loss": 0.25}, step=1)
+    again.finish()
+    run = MLRun.load(first.run.run_id, base_dir, "solo")
+    assert run.status == "finished"
+    assert list(run.history()["step"]) == [0, 1]
+
+
+SCRIPT = """
+import os, signal, sys
+from ml_manager.integrations.accelerate import MLManagerTracker
+
+tracker = MLManagerTracker(sys.argv[1], "solo", run_id="r1")
+tracker.start()
+tracker.log({"loss": 0.5}, step=0)
+if sys.argv[2] == "sigterm":
+    os.kill(os.getpid(), signal.SIGTERM)
+elif sys.argv[2] == "raise":
+    raise RuntimeError("a training step that fails")
+# "end": the loop ends without end_training()
+"""
+
+
+@pytest.mark.parametrize(
+    ("how", "status", "code"), [("end", "finished", 0), ("raise", "failed", 1), ("sigterm", "failed", 143)]
+)
+def test_the_status_a_process_leaves_without_end_training(base_dir: Path, how: str, status: str, code: int) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(base_dir), how], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == code, done.stderr[-3000:]
+    run = MLRun.load("r1", base_dir, "solo")
+    assert run.status == status
+    assert run.metrics == {"loss": 0.5}  # what was logged is written either way

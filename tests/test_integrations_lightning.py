@@ -57,7 +57,14 @@ def check_two_rank_run(run: MLRun, *, epochs: int = 2) -> None:
     steps = epochs * STEPS_PER_EPOCH
     assert run.status == "finished"
     assert run.config == {"data": "random", "lr": 0.1, "fail_at_step": -1}
-    assert set(run.metrics) == {"loss", "rank_value", "from_rank_zero", "epoch"}
+    assert set(run.metrics) == {
+        "loss",
+        "rank_value",
+        "from_rank_zero",
+        "epoch",
+        "val_loss/dataloader_idx_0",
+        "val_loss/dataloader_idx_1",
+    }
     assert run.metrics["from_rank_zero"] == 10.0
     assert run.metrics["epoch"] == epochs - 1
     history = run.history()
@@ -67,11 +74,16 @@ def check_two_rank_run(run: MLRun, *, epochs: int = 2) -> None:
     assert len(per_rank) == 2 * steps
     assert (per_rank["rank_value"] == per_rank["writer"].str.removeprefix("rank").astype(float)).all()
     # Reduced values: one row per step, from rank 0; so is the rank-zero-only value.
-    for key in ("loss", "from_rank_zero", "epoch"):
+    for key in ("loss", "from_rank_zero"):
         rows = history.dropna(subset=[key])
         assert sorted(rows["step"]) == list(range(steps)), key
         assert set(rows["writer"]) == {"rank0"}, key
+    assert set(history.dropna(subset=["epoch"])["writer"]) == {"rank0"}  # with the steps' and validations' values
     assert (history.dropna(subset=["from_rank_zero"])["from_rank_zero"] == 10.0).all()
+    # Validation values reduced across ranks, one per epoch and validation set, from rank 0.
+    for key in ("val_loss/dataloader_idx_0", "val_loss/dataloader_idx_1"):
+        rows = history.dropna(subset=[key])
+        assert list(rows["writer"]) == ["rank0"] * epochs, key
     # ModelCheckpoint saved into the run.
     assert [path.name for path in (run.run_dir / "checkpoints").iterdir()] == [f"epoch={epochs - 1}-step={steps}.ckpt"]
 
@@ -122,7 +134,7 @@ def test_lightning_ddp_example_runs_under_torchrun(tmp_path: Path) -> None:
     run = MLRun.load(run_dir.name, base_dir)
     assert run.status == "finished"
     assert run.wandb_info["mode"] == "offline"
-    assert run.config == {"data": "random", "epochs": 1, "lr": 0.05, "hidden": 16}
+    assert run.config == {"data": "random", "epochs": 1, "batch_size": 16, "lr": 0.05, "hidden": 16}
     history = run.history()
     assert set(history.dropna(subset=["rank_loss"])["writer"]) == {"rank0", "rank1"}
     assert len(history.dropna(subset=["loss"])) == 8  # 256 samples / 2 ranks / batches of 16
@@ -138,12 +150,12 @@ class Optimizer:
 
 
 def test_log_hyperparams_merges_namespaces_dataclasses_and_text_for_the_rest(base_dir: Path) -> None:
-    logger = MLManagerLogger(base_dir, "pl", config={"data": "random", "model": {"depth": 2}}, mode="disabled")
+    logger = MLManagerLogger(base_dir, "pl", config={"data": "random", "model": {"depth": 2}})
+    run = logger.experiment
     hparams = argparse.Namespace(lr=0.1, model={"width": 8}, optimizer=Optimizer(), act=torch.nn.ReLU(), ckpt=None)
     with pytest.warns(MLManagerWarning, match=r"stored as text.*: act$"):
         logger.log_hyperparams(hparams)
-    run = MLRun.load(logger.version, base_dir, "pl")
-    assert run.config == {
+    expected = {
         "data": "random",
         "model": {"depth": 2, "width": 8},
         "lr": 0.1,
@@ -151,8 +163,58 @@ def test_log_hyperparams_merges_namespaces_dataclasses_and_text_for_the_rest(bas
         "act": "ReLU()",
         "ckpt": None,
     }
+    assert MLRun.load(run.run_id, base_dir, "pl").config == expected
+    assert run.wandb_run.config["model"] == {"depth": 2, "width": 8}  # merged in wandb too, not replaced
     logger.finalize("success")
-    assert MLRun.load(logger.version, base_dir, "pl").status == "finished"
+    assert MLRun.load(run.run_id, base_dir, "pl").status == "finished"
+
+
+def test_hyperparameters_logged_before_the_run_exists_are_kept_for_it(base_dir: Path) -> None:
+    logger = MLManagerLogger(base_dir, "pl", config={"model": {"depth": 2}})
+    logger.log_hyperparams({"model": {"width": 8}, "lr": 0.1})
+    assert not (base_dir / "pl").exists()  # nothing made before every rank can agree on it
+    assert logger.experiment.config == {"model": {"depth": 2, "width": 8}, "lr": 0.1}
+    logger.finalize("success")
+
+
+def test_a_logger_used_before_torchrun_initialised_torch_distributed_says_why(
+    base_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    logger = MLManagerLogger(base_dir, "pl")
+    with pytest.raises(RuntimeError, match=r"WORLD_SIZE is set\) and torch.distributed is not up yet"):
+        _ = logger.experiment
+    assert not (base_dir / "pl").exists()
+
+
+def test_a_failing_second_fit_in_the_same_process_marks_the_run_failed(base_dir: Path) -> None:
+    class Failing(pl.LightningModule):
+        def __init__(self, fail: bool) -> None:
+            super().__init__()
+            self.fail = fail
+            self.layer = torch.nn.Linear(4, 1)
+
+        def training_step(self, batch: Any, batch_idx: int) -> Any:
+            if self.fail and batch_idx == 1:
+                raise RuntimeError("a training step that fails")
+            loss = torch.nn.functional.mse_loss(self.layer(batch[0]), batch[1])
+            self.log("loss", loss)
+            return loss
+
+        def configure_optimizers(self) -> Any:
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    data = torch.utils.data.TensorDataset(torch.randn(8, 4), torch.randn(8, 1))
+    logger = MLManagerLogger(base_dir, "pl")
+    options = {"accelerator": "cpu", "devices": 1, "max_epochs": 1, "logger": logger, "log_every_n_steps": 1}
+    quiet = {"enable_progress_bar": False, "enable_model_summary": False, "enable_checkpointing": False}
+    pl.Trainer(**options, **quiet).fit(Failing(fail=False), torch.utils.data.DataLoader(data, batch_size=2))
+    assert logger.experiment.status == "finished"
+    with pytest.raises(RuntimeError, match="a training step that fails"):
+        pl.Trainer(**options, **quiet).fit(Failing(fail=True), torch.utils.data.DataLoader(data, batch_size=2))
+    run = MLRun.load(logger.version, base_dir, "pl")
+    assert run.status == "failed"
+    assert len(run.history()) == 4 + 1  # the first fit's steps, and the second's before it failed
 
 
 def test_the_logger_works_with_the_pytorch_lightning_package_name(base_dir: Path) -> None:

@@ -91,3 +91,15 @@ def test_a_failing_training_step_marks_the_run_failed(base_dir: Path) -> None:
     run = the_run(base_dir)
     assert run.status == "failed"
     assert sorted(run.history().dropna(subset=["loss"])["step"]) == [1, 2, 3]
+
+
+def test_training_resumes_from_the_runs_last_checkpoint(base_dir: Path) -> None:
+    train(base_dir, 1)
+    run_id = the_run(base_dir).run_id
+    train(base_dir, 1, "--run-id", run_id, "--resume", "--steps", "8")
+    run = the_run(base_dir)
+    assert run.run_id == run_id
+    assert run.status == "finished"
+    # Steps 1-6 from the first training, 7-8 from the second, which went on from checkpoint-6.
+    assert sorted(run.history().dropna(subset=["loss"])["step"]) == list(range(1, 9))
+    assert (run.run_dir / "checkpoints" / "checkpoint-8").is_dir()

@@ -465,7 +465,8 @@ class MLRun(AsyncMethods):
         self.config = merged
         self.meta = dict(document["_meta"])
         if self.wandb_run is not None and os.getpid() == self._pid:
-            _wandb.update_config(self.wandb_run, dict(config_dict))
+            # The merged values of the keys given: wandb's update replaces a nested table as a whole.
+            _wandb.update_config(self.wandb_run, {key: merged[key] for key in config_dict if key in merged})
 
     def _keep_metrics(self, document: dict[str, Any]) -> None:
         # Under the run's lock: threads sharing this handle leave it the latest write, not the latest return.

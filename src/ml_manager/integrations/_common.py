@@ -13,7 +13,8 @@ from collections.abc import Mapping
 from pathlib import Path, PurePath
 from typing import Any
 
-from ml_manager import _create, _dist, _storage
+from ml_manager import _create, _dist, _storage, _wandb
+from ml_manager._locking import check_lock_choice, resolve_lock_timeout
 from ml_manager._values import normalize_config
 from ml_manager.errors import FlushError, MLManagerWarning
 from ml_manager.run import MLRun
@@ -41,6 +42,12 @@ class RunOptions:
         unknown = sorted(set(create_kwargs) - _CREATE_OPTIONS)
         if unknown:
             raise TypeError(f"unexpected keyword argument {unknown[0]!r}; MLRun.create takes {sorted(_CREATE_OPTIONS)}")
+        if config is not None and not isinstance(config, Mapping):
+            raise TypeError(f"config must be a mapping, not {type(config).__name__}")
+        # What MLRun.create would refuse, refused now rather than when training starts.
+        _wandb.resolve_mode(create_kwargs.get("mode"))
+        check_lock_choice(create_kwargs.get("lock"))
+        resolve_lock_timeout(create_kwargs.get("lock_timeout"))
         self.base_dir = Path(base_dir)
         self.project_name = project_name
         self.entity = entity
@@ -76,7 +83,10 @@ class RunOptions:
         return run
 
     def create_alone(self, config: Mapping[str, Any] | None = None) -> MLRun:
-        """The run, made here by this process alone (no collective): for a hook that runs on rank 0 only."""
+        """The run, made (or joined, when ``run_id`` names one) by this process alone, with no collective: for a
+        hook that runs on rank 0 only."""
+        if (self.run_dir() / "config.toml").exists():
+            return self.join()
         merged = {**self.config, **storable_config(config or {})}
         token = _dist.creating_alone.set(True)
         try:
@@ -128,7 +138,7 @@ def finish(run: MLRun, status: str) -> None:
         run._close(status)
         return
     try:
-        run.flush()
+        run._close(status)  # writes and closes this handle's buffer; records nothing from such a handle
     except FlushError:
         if status == "finished":
             raise  # not finished: the records stay buffered
@@ -181,45 +191,93 @@ def _as_table(params: Any, where: str, changed: list[str]) -> dict[str, Any]:
 
 
 class ExitGuard:
-    """Runs that must not be left ``running`` when the process exits without finishing them: marked failed.
+    """Runs that must not be left ``running`` when the process exits without finishing them.
 
     A framework that has no hook for a failed training (the Trainer, an accelerate loop) leaves the run open
-    when a step raises; the exception then ends the process, and this marks the run ``failed`` on the way
-    out.  It hooks the same exit as the background writer, which runs in forked children too.
+    when a step raises; the exception then ends the process.  On the way out this records ``failed`` when an
+    exception went uncaught (or SIGTERM came, which launchers send to every rank when one fails: it is turned
+    into ``SystemExit`` while a run is watched, if nothing else handles it), else the status the run was
+    watched with (``finished`` for a loop that simply ended without saying so).  It hooks the exit the
+    background writer hooks, which forked children run too, and waits for the program's other threads.
     """
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.runs: dict[int, MLRun] = {}
+        self.runs: dict[int, tuple[MLRun, str]] = {}
         self.hooked = False
+        self.crashed = False
+        self.sigterm_installed = False
 
-    def watch(self, run: MLRun) -> None:
+    def watch(self, run: MLRun, clean: str) -> None:
+        """Record ``clean`` for ``run`` at exit, or ``failed`` after an uncaught exception or SIGTERM."""
         with self.lock:
-            self.runs[id(run)] = run
+            self.runs[id(run)] = (run, clean)
             if not self.hooked:
                 self.hooked = True
-                import atexit
-
-                register = getattr(threading, "_register_atexit", None)
-                if register is not None:
-                    with contextlib.suppress(RuntimeError):
-                        register(self.fail_all)
-                atexit.register(self.fail_all)
+                self._hook()
+        self._catch_sigterm()
 
     def release(self, run: MLRun) -> None:
         with self.lock:
             self.runs.pop(id(run), None)
 
-    def fail_all(self) -> None:
+    def _hook(self) -> None:
+        import atexit
+        import sys
+
+        register = getattr(threading, "_register_atexit", None)
+        if register is not None:
+            with contextlib.suppress(RuntimeError):
+                register(self.settle, False)
+        atexit.register(self.settle, True)
+        previous, previous_in_thread = sys.excepthook, threading.excepthook
+
+        def excepthook(*args: Any) -> None:
+            self.crashed = True
+            previous(*args)
+
+        def thread_excepthook(args: Any) -> None:
+            self.crashed = True
+            previous_in_thread(args)
+
+        sys.excepthook = excepthook
+        threading.excepthook = thread_excepthook
+
+    def _catch_sigterm(self) -> None:
+        import signal
+
+        if self.sigterm_installed or threading.current_thread() is not threading.main_thread():
+            return
+        try:
+            if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+                return  # the program, or its framework, handles it
+            signal.signal(signal.SIGTERM, self._terminated)
+        except (ValueError, OSError):
+            return
+        self.sigterm_installed = True
+
+    def _terminated(self, signum: int, frame: Any) -> None:
+        self.crashed = True
+        raise SystemExit(128 + signum)
+
+    def settle(self, last: bool) -> None:
+        """The exit hooks: threading's (before other threads are joined) and atexit's (``last``, after)."""
+        if not last and any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not _main()):
+            return  # training may go on in another thread: atexit's turn comes after it ends
         with self.lock:
             runs, self.runs = list(self.runs.values()), {}
-        for run in runs:
+        for run, clean in runs:
             if run._pid != os.getpid():
                 continue  # a handle inherited through fork: the parent answers for it
+            status = "failed" if self.crashed else clean
             try:
-                finish(run, "failed")
+                finish(run, status)
             except Exception as exc:  # exiting: say it, never raise
-                warnings.warn(f"could not mark run {run.run_id} failed: {exc}", MLManagerWarning, stacklevel=1)
+                warnings.warn(f"could not mark run {run.run_id} {status}: {exc}", MLManagerWarning, stacklevel=1)
+
+
+def _main() -> threading.Thread:
+    return threading.main_thread()
 
 
 exit_guard = ExitGuard()
@@ -236,3 +294,12 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 def rank_group_is_up() -> bool:
     """Whether a torch.distributed process group of more than one rank is up in this process."""
     return _dist.current() is not None
+
+
+def group_expected() -> bool:
+    """Whether this process is one of several a launcher started (``WORLD_SIZE`` > 1: torchrun, Lightning's
+    ``ddp``, ``accelerate launch``) while no process group is up yet: before that, no rank can know the run."""
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not rank_group_is_up()
+    except ValueError:
+        return False

@@ -57,9 +57,9 @@ class LoggerMixin:
     @property
     def version(self) -> str:
         """The run id (so that ``ModelCheckpoint`` writes into ``base_dir/project_name/run_id/checkpoints``)."""
-        if self._run is None and _common.rank_group_is_up():
+        if not self._has_run() and _common.rank_group_is_up():
             return self.experiment.run_id  # every rank reaches here together while the trainer sets up
-        return self._run.run_id if self._run is not None else self._options.run_id
+        return self._run.run_id if self._run is not None and self._has_run() else self._options.run_id
 
     @property
     def save_dir(self) -> str:
@@ -83,18 +83,38 @@ class LoggerMixin:
         Made the first time it is used in a process: under torch.distributed every rank must use it at the same
         point, which the trainer does while it sets up; rank 0 creates the run, the others join it.
         """
-        if self._run is None or self._run_pid != os.getpid():
-            self._run = self._options.open()
+        if not self._has_run():
+            if _common.group_expected():
+                raise RuntimeError(
+                    "MLManagerLogger.experiment is made while the trainer sets up, where every rank agrees on one "
+                    "run; this process is one of several (WORLD_SIZE is set) and torch.distributed is not up yet. "
+                    "Use it from a training hook; hyperparameters logged before fit are kept until then"
+                )
+            run = self._run = self._options.open()
             self._run_pid = os.getpid()
             self._rank = _common.rank()
+            return run
+        assert self._run is not None
         return self._run
 
     def log_hyperparams(self, params: dict[str, Any] | Namespace, *args: Any, **kwargs: Any) -> None:
-        """Merge the hyperparameters into the run's config (rank 0 writes; every rank has the same)."""
-        run = self.experiment
+        """Merge the hyperparameters into the run's config (rank 0 writes; every rank has the same).
+
+        Called before training, with no run yet and no process group up, they are kept and become part of the
+        config the run is created with, once every rank can agree on it.
+        """
         config = _common.storable_config(params)
-        if config and self._rank == 0:
+        if not config:
+            return
+        if not self._has_run() and not _common.rank_group_is_up():
+            self._options.config = _merge(self._options.config, config)
+            return
+        run = self.experiment
+        if self._rank == 0:
             run.update_config(config)
+
+    def _has_run(self) -> bool:
+        return self._run is not None and self._run_pid == os.getpid()
 
     def log_graph(self, model: Any, input_array: Any = None) -> None:
         """Not drawn; the module is kept (weakly) to tell which logged values Lightning reduced across ranks."""
@@ -127,8 +147,15 @@ class LoggerMixin:
         On success every rank calls this together: each writes its records, they meet at a barrier, and rank 0
         marks the run finished.  On failure no rank waits for the others (they may be gone).
         """
-        failed = status not in ("success", "finished")
-        run = self._run if self._run is not None and self._run_pid == os.getpid() else None
+        if status == "finished":
+            # Lightning's SLURM requeue handler, from a signal handler on every rank wherever it is: the job is
+            # saved to go on later. Write what was logged; no barrier (it could pair with training's
+            # collectives), no status.
+            if self._has_run() and self._run is not None:
+                self._run.flush()
+            return
+        failed = status != "success"
+        run = self._run if self._has_run() else None
         if run is None:
             # The launching process of ddp_spawn/ddp_fork, told that a rank failed: the ranks made the run
             # under the id proposed here.
@@ -143,8 +170,10 @@ class LoggerMixin:
             else:
                 run._close("failed")
             return
-        run.flush()
-        _common.barrier()
+        try:
+            run.flush()
+        finally:
+            _common.barrier()  # even after a failed write: the other ranks must not wait for this one
         if self._rank == 0:
             _common.finish(run, "finished")
 
@@ -177,9 +206,13 @@ class LoggerMixin:
             results = getattr(trainer, "_results", None)
             for result in (results or {}).values():
                 meta = result.meta
-                if key == meta.forked_name(False) and meta.on_epoch:
+                # With several dataloaders Lightning adds the index to the name (as its own _forked_name does).
+                suffix = ""
+                if meta.add_dataloader_idx and meta.dataloader_idx is not None:
+                    suffix = f"/dataloader_idx_{meta.dataloader_idx}"
+                if key == meta.forked_name(False) + suffix and meta.on_epoch:
                     on_step = False
-                elif key == meta.forked_name(True) and meta.on_step:
+                elif key == meta.forked_name(True) + suffix and meta.on_step:
                     on_step = True
                 else:
                     continue
@@ -195,3 +228,12 @@ class LoggerMixin:
         except Exception:
             return False
         return False
+
+
+def _merge(base: dict[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """``new`` merged over a copy of ``base``: tables key by key."""
+    merged = dict(base)
+    for key, value in new.items():
+        old = merged.get(key)
+        merged[key] = _merge(old, value) if isinstance(old, dict) and isinstance(value, dict) else value
+    return merged

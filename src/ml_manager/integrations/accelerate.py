@@ -10,7 +10,10 @@ Example::
     ...
     accelerator.log({"loss": loss.item()}, step=step)           # the main process (accelerate's rule)
     tracker.log({"rank_loss": local_loss.item()}, step=step)    # every rank: each signs its records
-    accelerator.end_training()
+    ...
+    tracker.run.flush()                                          # every rank's records on disk,
+    accelerator.wait_for_everyone()                              # before the main process
+    accelerator.end_training()                                   # marks the run finished
 
 Importing this module imports ``accelerate``.
 """
@@ -33,8 +36,9 @@ if TYPE_CHECKING:
 __all__ = ["MLManagerTracker"]
 
 # The nth tracker a process makes for a project is the nth of every rank (they run the same program): its key
-# in the process group's store, where the main process leaves the run's id for the others.
-_made = itertools.count()
+# in the process group's store, where the main process leaves the run's id (or why it has none) for the others.
+_made: dict[str, itertools.count[int]] = {}
+_FAILED = "\0"  # no run id holds a NUL
 
 
 class MLManagerTracker(GeneralTracker):
@@ -44,8 +48,10 @@ class MLManagerTracker(GeneralTracker):
     there it creates the run (with wandb) in ``start``, merges ``init_trackers``' config into the run's config
     and logs through :meth:`~ml_manager.MLRun.log`.  Any other rank may call :meth:`log` (or use :attr:`run`)
     directly on its own tracker: it joins the same run, whose id the main process leaves in the process
-    group's store, and signs its records with its rank.  ``end_training`` marks the run finished; a loop
-    that raises leaves it ``failed`` when the process exits.
+    group's store, and signs its records with its rank.  ``end_training`` marks the run finished (flush every
+    rank and ``wait_for_everyone()`` first: accelerate calls no tracker of another rank at the end); a loop
+    that raises leaves it ``failed`` when the process exits (or on SIGTERM, which launchers send to every rank
+    when one fails), one that ends without ``end_training`` leaves it ``finished``.
 
     Args:
         base_dir: the root of all projects.
@@ -81,7 +87,7 @@ class MLManagerTracker(GeneralTracker):
         self._options = _common.RunOptions(
             base_dir, project_name, entity=entity, config=config, run_id=run_id, create_kwargs=create_kwargs
         )
-        self._key = f"ml_manager/{project_name}/{next(_made)}"
+        self._key = f"ml_manager/{project_name}/{next(_made.setdefault(project_name, itertools.count()))}"
         self._run: MLRun | None = None
         self._run_pid = 0
 
@@ -104,16 +110,29 @@ class MLManagerTracker(GeneralTracker):
         return self._run
 
     def _open(self) -> MLRun:
+        if _common.group_expected():
+            raise RuntimeError(
+                "MLManagerTracker is used before torch.distributed is initialised (WORLD_SIZE is set): make the "
+                "Accelerator first, so that every rank can find the main process's run"
+            )
         store = _store()
         if _common.rank() == 0:
-            run = self._options.create_alone()
-            _common.exit_guard.watch(run)
+            try:
+                run = self._options.create_alone()
+            except BaseException as exc:
+                if store is not None:  # the other ranks raise at once instead of waiting for the store's timeout
+                    store.set(self._key, f"{_FAILED}{type(exc).__name__}: {exc}")
+                raise
+            _common.exit_guard.watch(run, "finished")
             if store is not None:
                 store.set(self._key, run.run_id)
             return run
         if store is None:
             raise RuntimeError("no torch.distributed store to learn the run's id from; pass run_id= on every rank")
-        self._options.run_id = bytes(store.get(self._key)).decode()  # waits for the main process
+        answer = bytes(store.get(self._key)).decode()  # waits for the main process
+        if answer.startswith(_FAILED):
+            raise RuntimeError(f"the main process failed to create the run: {answer.removeprefix(_FAILED)}")
+        self._options.run_id = answer
         return self._options.join()
 
     def start(self) -> None:
@@ -136,8 +155,8 @@ class MLManagerTracker(GeneralTracker):
         if run is None:
             return
         if _common.rank() == 0:
-            _common.exit_guard.release(run)
             _common.finish(run, "finished")
+            _common.exit_guard.release(run)
         else:
             run.flush()
 
