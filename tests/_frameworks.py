@@ -4,6 +4,9 @@ CI, which sets ``ML_MANAGER_REQUIRE_FRAMEWORKS`` and installs them: there a miss
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -22,3 +25,20 @@ def need(module: str) -> ModuleType:
         if os.environ.get("ML_MANAGER_REQUIRE_FRAMEWORKS"):
             pytest.fail(f"the integration tests must run here: {exc}", pytrace=False)
         raise
+
+
+def run_job(script: str, *args: str, fails: bool = False) -> str:
+    """Run one of the tests' training jobs (``tests/_*_child.py``) in a fresh interpreter; returns its stdout.
+
+    A job that should ``fail`` must have died of the failing training step the jobs inject.
+    """
+    here = Path(__file__).resolve().parent
+    done = subprocess.run(
+        [sys.executable, str(here / script), *args], capture_output=True, text=True, timeout=240, check=False, cwd=here
+    )
+    if fails:
+        assert done.returncode != 0
+        assert "a training step that fails" in done.stderr, done.stderr[-4000:]
+    else:
+        assert done.returncode == 0, done.stderr[-4000:]
+    return done.stdout

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from _frameworks import need
+from _frameworks import need, run_job
 from ml_manager import MLProject, MLRun
 from ml_manager.errors import MLManagerWarning
 
@@ -31,20 +31,8 @@ STEPS_PER_EPOCH = 4  # 16 samples, batches of 2 per rank
 
 def fit(base_dir: Path, strategy: str, *options: str, fails: bool = False) -> str:
     """Fit in a fresh interpreter (see _child_setup); returns the logger's version."""
-    done = subprocess.run(
-        [sys.executable, str(HERE / "_lightning_child.py"), str(base_dir), strategy, *options],
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-        cwd=HERE,
-    )
-    if fails:
-        assert done.returncode != 0
-        assert "a training step that fails" in done.stderr
-        return ""
-    assert done.returncode == 0, done.stderr[-4000:]
-    return done.stdout.strip().splitlines()[-1]
+    out = run_job("_lightning_child.py", str(base_dir), strategy, *options, fails=fails)
+    return out.strip().splitlines()[-1] if not fails else ""
 
 
 def the_run(base_dir: Path) -> MLRun:

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from _frameworks import need
+from _frameworks import need, run_job
 from ml_manager import MLRun
 
 need("torch")
@@ -22,19 +20,7 @@ STEPS = 6  # the example's default: evaluated and saved every 2 steps
 
 def train(base_dir: Path, ranks: int, *options: str, fails: bool = False) -> None:
     """Train in a fresh interpreter (see _child_setup)."""
-    done = subprocess.run(
-        [sys.executable, str(HERE / "_hf_child.py"), str(ranks), "--base-dir", str(base_dir), *options],
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-        cwd=HERE,
-    )
-    if fails:
-        assert done.returncode != 0
-        assert "a training step that fails" in done.stderr
-        return
-    assert done.returncode == 0, done.stderr[-4000:]
+    run_job("_hf_child.py", str(ranks), "--base-dir", str(base_dir), *options, fails=fails)
 
 
 def the_run(base_dir: Path) -> MLRun:
