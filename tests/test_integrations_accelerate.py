@@ -56,6 +56,7 @@ def test_two_ranks_log_into_one_run(base_dir: Path) -> None:
     losses = history.dropna(subset=["loss"])
     assert sorted(losses["step"]) == list(range(STEPS))
     assert set(losses["writer"]) == {"rank0"}
+    assert run.metrics["loss"] == losses.sort_values("step")["loss"].iloc[-1]  # the final value
     per_rank = history.dropna(subset=["rank_loss"])
     assert sorted(per_rank["writer"].value_counts().items()) == [("rank0", STEPS), ("rank1", STEPS)]
     assert f"run {run.run_id} (finished): {3 * STEPS} history records from 2 ranks" in done.stdout

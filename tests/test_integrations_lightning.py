@@ -67,6 +67,8 @@ def check_two_rank_run(run: MLRun, *, epochs: int = 2) -> None:
         assert sorted(rows["step"]) == list(range(steps)), key
         assert set(rows["writer"]) == {"rank0"}, key
     assert set(history.dropna(subset=["epoch"])["writer"]) == {"rank0"}  # with the steps' and validations' values
+    # metrics.toml holds the final values: the last step's reduced loss.
+    assert run.metrics["loss"] == history.dropna(subset=["loss"]).sort_values("step")["loss"].iloc[-1]
     assert (history.dropna(subset=["from_rank_zero"])["from_rank_zero"] == 10.0).all()
     # Validation values reduced across ranks, one per epoch and validation set, from rank 0.
     for key in ("val_loss/dataloader_idx_0", "val_loss/dataloader_idx_1"):
