@@ -110,24 +110,26 @@ def test_a_tracker_given_the_id_of_an_existing_run_logs_into_it(base_dir: Path) 
 
 
 SCRIPT = """
-import os, signal, sys
+import sys
 from ml_manager.integrations.accelerate import MLManagerTracker
 
 tracker = MLManagerTracker(sys.argv[1], "solo", run_id="r1")
 tracker.start()
 tracker.log({"loss": 0.5}, step=0)
-if sys.argv[2] == "sigterm":
-    os.kill(os.getpid(), signal.SIGTERM)
-elif sys.argv[2] == "raise":
+if sys.argv[2] == "raise":
     raise RuntimeError("a training step that fails")
-# "end": the loop ends without end_training()
+if sys.argv[2] == "exit":
+    sys.exit(1)  # what launchers and CLI wrappers turn an exception into
+if sys.argv[2] == "finish":
+    tracker.finish()  # what end_training() calls
 """
 
 
 @pytest.mark.parametrize(
-    ("how", "status", "code"), [("end", "finished", 0), ("raise", "failed", 1), ("sigterm", "failed", 143)]
+    ("how", "status", "code"),
+    [("finish", "finished", 0), ("raise", "failed", 1), ("exit", "failed", 1), ("end", "failed", 0)],
 )
-def test_the_status_a_process_leaves_without_end_training(base_dir: Path, how: str, status: str, code: int) -> None:
+def test_the_status_a_process_leaves(base_dir: Path, how: str, status: str, code: int) -> None:
     done = subprocess.run(
         [sys.executable, "-c", SCRIPT, str(base_dir), how], capture_output=True, text=True, timeout=120, check=False
     )

@@ -167,6 +167,17 @@ def test_hyperparameters_logged_before_the_run_exists_are_kept_for_it(base_dir: 
     logger.finalize("success")
 
 
+def test_hyperparameters_logged_before_going_on_with_an_existing_run_reach_it(base_dir: Path) -> None:
+    first = MLManagerLogger(base_dir, "pl", config={"lr": 0.1})
+    run_id = first.experiment.run_id
+    first.finalize("success")
+    again = MLManagerLogger(base_dir, "pl", run_id=run_id)
+    again.log_hyperparams({"resumed": True, "lr": 0.01})
+    assert again.experiment.run_id == run_id
+    again.finalize("success")
+    assert MLRun.load(run_id, base_dir, "pl").config == {"lr": 0.01, "resumed": True}
+
+
 def test_a_logger_used_before_torchrun_initialised_torch_distributed_says_why(
     base_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

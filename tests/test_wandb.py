@@ -126,3 +126,11 @@ def test_a_wandb_init_that_raises_leaves_a_local_run(base_dir: Path, monkeypatch
     run.add_metrics({"accuracy": 0.9})
     run.finish()
     assert MLRun.load(run.run_id, base_dir).metrics == {"accuracy": 0.9}
+
+
+def test_update_config_merges_nested_tables_in_wandb_too(base_dir: Path) -> None:
+    run = MLRun.create({"model": {"depth": 2}}, base_dir, "demo", mode="offline")
+    run.update_config({"model": {"width": 8}, "lr": 0.1})
+    assert dict(run.wandb_run.config)["model"] == {"depth": 2, "width": 8}
+    assert run.wandb_run.config["lr"] == 0.1
+    run.finish()

@@ -42,8 +42,6 @@ class RunOptions:
         unknown = sorted(set(create_kwargs) - _CREATE_OPTIONS)
         if unknown:
             raise TypeError(f"unexpected keyword argument {unknown[0]!r}; MLRun.create takes {sorted(_CREATE_OPTIONS)}")
-        if config is not None and not isinstance(config, Mapping):
-            raise TypeError(f"config must be a mapping, not {type(config).__name__}")
         # What MLRun.create would refuse, refused now rather than when training starts.
         _wandb.resolve_mode(create_kwargs.get("mode"))
         check_lock_choice(create_kwargs.get("lock"))
@@ -51,7 +49,7 @@ class RunOptions:
         self.base_dir = Path(base_dir)
         self.project_name = project_name
         self.entity = entity
-        self.config = storable_config(config or {})
+        self.config = storable_config(config or {}, what="config")
         # Proposed now, so that processes forked or spawned from this one agree on it with no collective; under
         # torch.distributed rank 0's proposal is the one every rank takes.
         self.run_id = run_id or _create.new_run_id()
@@ -74,8 +72,11 @@ class RunOptions:
             dist.broadcast_object_list(message, src=0)
             self.run_id, exists = str(message[0]), bool(message[1])
         if exists:
-            return self.join()
-        merged = {**self.config, **storable_config(config or {})}
+            run = self.join()
+            if config and rank() == 0:
+                run.update_config(storable_config(config))  # what this job brings to the run it goes on with
+            return run
+        merged = merge(self.config, storable_config(config or {}))
         run = MLRun.create(
             merged, self.base_dir, self.project_name, self.entity, run_id=self.run_id, **self.create_kwargs
         )
@@ -87,7 +88,7 @@ class RunOptions:
         hook that runs on rank 0 only."""
         if (self.run_dir() / "config.toml").exists():
             return self.join()
-        merged = {**self.config, **storable_config(config or {})}
+        merged = merge(self.config, storable_config(config or {}))
         token = _dist.creating_alone.set(True)
         try:
             return MLRun.create(
@@ -115,6 +116,15 @@ _CREATE_OPTIONS = frozenset(
         "max_unflushed",
     }
 )
+
+
+def merge(base: dict[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """``new`` merged over a copy of ``base``: tables key by key."""
+    merged = dict(base)
+    for key, value in new.items():
+        old = merged.get(key)
+        merged[key] = merge(old, value) if isinstance(old, dict) and isinstance(value, Mapping) else value
+    return merged
 
 
 def rank() -> int:
@@ -145,13 +155,17 @@ def finish(run: MLRun, status: str) -> None:
     run._record_status(status)
 
 
-def storable_config(params: Any) -> dict[str, Any]:
+def storable_config(params: Any, what: str = "hyperparameters") -> dict[str, Any]:
     """Hyperparameters as a config TOML can hold: ``Namespace``, dataclasses and mappings (nested) as tables.
 
     A value TOML cannot hold (a module, a function, an object) becomes its ``str``; every such key is named in
     one warning.  ``None`` is kept (the config records it).
     """
     changed: list[str] = []
+    if not isinstance(params, (Mapping, argparse.Namespace)) and not (
+        dataclasses.is_dataclass(params) and not isinstance(params, type)
+    ):
+        raise TypeError(f"{what} must be a mapping, Namespace or dataclass, not {type(params).__name__}")
     table = _as_table(params, "", changed)
     if changed:
         warnings.warn(
@@ -191,93 +205,60 @@ def _as_table(params: Any, where: str, changed: list[str]) -> dict[str, Any]:
 
 
 class ExitGuard:
-    """Runs that must not be left ``running`` when the process exits without finishing them.
+    """Runs being trained that must not be left ``running`` when the process exits before training ended.
 
     A framework that has no hook for a failed training (the Trainer, an accelerate loop) leaves the run open
-    when a step raises; the exception then ends the process.  On the way out this records ``failed`` when an
-    exception went uncaught (or SIGTERM came, which launchers send to every rank when one fails: it is turned
-    into ``SystemExit`` while a run is watched, if nothing else handles it), else the status the run was
-    watched with (``finished`` for a loop that simply ended without saying so).  It hooks the exit the
-    background writer hooks, which forked children run too, and waits for the program's other threads.
+    when a step raises; the exception (or a ``sys.exit`` it became) then ends the process, and on the way out
+    this marks the run ``failed``.  It hooks the exit the background writer hooks, which forked children run
+    too.  A process killed by a signal runs no exit hook: ``ml-manager doctor`` reports such a run as
+    ``crashed`` (and ``--fix`` marks it failed).
     """
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.runs: dict[int, tuple[MLRun, str]] = {}
+        self.runs: dict[int, MLRun] = {}
         self.hooked = False
-        self.crashed = False
-        self.sigterm_installed = False
 
-    def watch(self, run: MLRun, clean: str) -> None:
-        """Record ``clean`` for ``run`` at exit, or ``failed`` after an uncaught exception or SIGTERM."""
+    def watch(self, run: MLRun) -> None:
+        """Mark ``run`` failed if the process exits before :meth:`release`."""
         with self.lock:
-            self.runs[id(run)] = (run, clean)
+            self.runs[id(run)] = run
             if not self.hooked:
                 self.hooked = True
-                self._hook()
-        self._catch_sigterm()
+                import atexit
+
+                register = getattr(threading, "_register_atexit", None)
+                if register is not None:
+                    with contextlib.suppress(RuntimeError):
+                        register(self.settle, False)
+                atexit.register(self.settle, True)
 
     def release(self, run: MLRun) -> None:
         with self.lock:
             self.runs.pop(id(run), None)
 
-    def _hook(self) -> None:
-        import atexit
-        import sys
-
-        register = getattr(threading, "_register_atexit", None)
-        if register is not None:
-            with contextlib.suppress(RuntimeError):
-                register(self.settle, False)
-        atexit.register(self.settle, True)
-        previous, previous_in_thread = sys.excepthook, threading.excepthook
-
-        def excepthook(*args: Any) -> None:
-            self.crashed = True
-            previous(*args)
-
-        def thread_excepthook(args: Any) -> None:
-            self.crashed = True
-            previous_in_thread(args)
-
-        sys.excepthook = excepthook
-        threading.excepthook = thread_excepthook
-
-    def _catch_sigterm(self) -> None:
-        import signal
-
-        if self.sigterm_installed or threading.current_thread() is not threading.main_thread():
-            return
-        try:
-            if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
-                return  # the program, or its framework, handles it
-            signal.signal(signal.SIGTERM, self._terminated)
-        except (ValueError, OSError):
-            return
-        self.sigterm_installed = True
-
-    def _terminated(self, signum: int, frame: Any) -> None:
-        self.crashed = True
-        raise SystemExit(128 + signum)
-
     def settle(self, last: bool) -> None:
         """The exit hooks: threading's (before other threads are joined) and atexit's (``last``, after)."""
-        if not last and any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not _main()):
-            return  # training may go on in another thread: atexit's turn comes after it ends
+        import multiprocessing
+
+        if not last and multiprocessing.parent_process() is None and _other_threads_alive():
+            # Training may go on in another thread: atexit's turn comes after it ends.  (A multiprocessing
+            # child runs no atexit hook: it settles now.)
+            return
         with self.lock:
             runs, self.runs = list(self.runs.values()), {}
-        for run, clean in runs:
+        for run in runs:
             if run._pid != os.getpid():
                 continue  # a handle inherited through fork: the parent answers for it
-            status = "failed" if self.crashed else clean
             try:
-                finish(run, status)
+                finish(run, "failed")
             except Exception as exc:  # exiting: say it, never raise
-                warnings.warn(f"could not mark run {run.run_id} {status}: {exc}", MLManagerWarning, stacklevel=1)
+                warnings.warn(f"could not mark run {run.run_id} failed: {exc}", MLManagerWarning, stacklevel=1)
 
 
-def _main() -> threading.Thread:
-    return threading.main_thread()
+def _other_threads_alive() -> bool:
+    main = threading.main_thread()
+    return any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not main)
 
 
 exit_guard = ExitGuard()

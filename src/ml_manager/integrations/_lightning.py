@@ -43,6 +43,7 @@ class LoggerMixin:
         self._run: MLRun | None = None
         self._run_pid = 0
         self._rank = 0  # asked of torch.distributed once, with the run: it costs more than a log
+        self._pending: dict[str, Any] = {}  # hyperparameters logged before the run could be made
         self._module: weakref.ReferenceType[Any] | None = None
         # Metric name -> written by rank 0 alone (reduced across ranks, or logged with rank_zero_only).
         self._rank_zero_keys: dict[str, bool] = {}
@@ -90,7 +91,8 @@ class LoggerMixin:
                     "run; this process is one of several (WORLD_SIZE is set) and torch.distributed is not up yet. "
                     "Use it from a training hook; hyperparameters logged before fit are kept until then"
                 )
-            run = self._run = self._options.open()
+            run = self._run = self._options.open(self._pending)
+            self._pending = {}
             self._run_pid = os.getpid()
             self._rank = _common.rank()
             return run
@@ -107,7 +109,7 @@ class LoggerMixin:
         if not config:
             return
         if not self._has_run() and not _common.rank_group_is_up():
-            self._options.config = _merge(self._options.config, config)
+            self._pending = _common.merge(self._pending, config)
             return
         run = self.experiment
         if self._rank == 0:
@@ -228,12 +230,3 @@ class LoggerMixin:
         except Exception:
             return False
         return False
-
-
-def _merge(base: dict[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
-    """``new`` merged over a copy of ``base``: tables key by key."""
-    merged = dict(base)
-    for key, value in new.items():
-        old = merged.get(key)
-        merged[key] = _merge(old, value) if isinstance(old, dict) and isinstance(value, dict) else value
-    return merged

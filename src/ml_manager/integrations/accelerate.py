@@ -50,8 +50,7 @@ class MLManagerTracker(GeneralTracker):
     directly on its own tracker: it joins the same run, whose id the main process leaves in the process
     group's store, and signs its records with its rank.  ``end_training`` marks the run finished (flush every
     rank and ``wait_for_everyone()`` first: accelerate calls no tracker of another rank at the end); a loop
-    that raises leaves it ``failed`` when the process exits (or on SIGTERM, which launchers send to every rank
-    when one fails), one that ends without ``end_training`` leaves it ``finished``.
+    whose process exits without ``end_training`` (a step raised) leaves it ``failed``.
 
     Args:
         base_dir: the root of all projects.
@@ -123,7 +122,7 @@ class MLManagerTracker(GeneralTracker):
                 if store is not None:  # the other ranks raise at once instead of waiting for the store's timeout
                     store.set(self._key, f"{_FAILED}{type(exc).__name__}: {exc}")
                 raise
-            _common.exit_guard.watch(run, "finished")
+            _common.exit_guard.watch(run)
             if store is not None:
                 store.set(self._key, run.run_id)
             return run

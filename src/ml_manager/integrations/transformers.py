@@ -61,20 +61,19 @@ _PER_RANK_PART = "_mem_"  # the memory tracker's figures (skip_memory_metrics=Fa
 class MLManagerCallback(TrainerCallback):
     """A ``TrainerCallback`` writing the Trainer's logs, from every rank, into one ml_manager run.
 
-    * When the Trainer is made (``on_init_end``, every rank together; ``on_train_begin`` for a callback added
-      later): ONE run for all ranks (rank 0 creates it, with wandb; the others join), its config the
-      ``TrainingArguments`` that decide the result (learning rate, batch sizes, epochs, seed, ...) and the
-      model's config under ``model``.  With ``save_in_run`` the Trainer's ``output_dir`` becomes
-      ``run_dir/checkpoints``, so checkpoints (and ``trainer.save_model()``) land in the run, and
-      ``resume_from_checkpoint=True`` with ``run_id=`` of an earlier run finds its last checkpoint.
+    * ``on_train_begin`` (every rank, together): ONE run for all ranks (rank 0 creates it, with wandb; the
+      others join; ``run_id=`` of an existing run goes on with it), its config the ``TrainingArguments`` that
+      decide the result (learning rate, batch sizes, epochs, seed, ...) and the model's config under
+      ``model``.  With ``save_in_run`` the Trainer's ``output_dir`` becomes ``run_dir/checkpoints``, so
+      checkpoints (and ``trainer.save_model()``) land in the run; with ``run_id=`` of an existing run it does
+      so when the Trainer is made, so that ``resume_from_checkpoint=True`` finds the run's last checkpoint.
     * ``on_log`` / ``on_evaluate``: the values with ``step=state.global_step`` through
       :meth:`~ml_manager.MLRun.log`.  Values the Trainer gathered across ranks (loss, learning rate, gradient
       norm, evaluation metrics) are written once, by rank 0; each rank's timings (``*_runtime``,
-      ``*_per_second``) by every rank, apart in the history.
+      ``*_per_second``, ``*_time``) and memory figures by every rank, apart in the history.
     * ``on_save``: the checkpoint's path as ``checkpoint`` at that step (rank 0).
     * ``on_train_end``: every rank writes its records, then rank 0 marks the run finished.  A training that
-      raises never reaches it: the run is then marked ``failed`` when the process exits (or on SIGTERM, which
-      launchers send to every rank when one fails).  A Trainer made but never trained leaves it finished.
+      raises never reaches it: the run is then marked ``failed`` when the process exits.
 
     Args:
         base_dir: the root of all projects.
@@ -104,7 +103,8 @@ class MLManagerCallback(TrainerCallback):
         self._options = _common.RunOptions(
             base_dir, project_name, entity=entity, config=None, run_id=run_id, create_kwargs=create_kwargs
         )
-        self._extra_config = _common.storable_config(config or {})
+        self._extra_config = _common.storable_config(config or {}, what="config")
+        self._resuming = run_id is not None
         self.save_in_run = save_in_run
         self._run: MLRun | None = None
         self._run_pid = 0
@@ -112,35 +112,30 @@ class MLManagerCallback(TrainerCallback):
 
     @property
     def run(self) -> MLRun | None:
-        """The run, once the Trainer was made (or training began) in this process; ``None`` before."""
+        """The run, once training began in this process; ``None`` before."""
         return self._run if self._run_pid == os.getpid() else None
 
     def on_init_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
-        # Every rank makes the Trainer, with the process group up: the run is agreed on here, before the Trainer
-        # looks in output_dir for a checkpoint to resume from.
-        self._open(args, kwargs.get("model"))
+        # Going on with an existing run: its checkpoints are where the Trainer must look for one to resume from,
+        # which it does before training begins.  (No collective here: a Trainer may be made on one rank alone.)
+        if self.save_in_run and self._resuming and (self._options.run_dir() / "config.toml").exists():
+            args.output_dir = str(self._options.run_dir() / "checkpoints")
 
     def on_train_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
-        run = self._open(args, kwargs.get("model"))  # added after the Trainer was made: agreed on now
-        if _common.rank() == 0:
-            _common.exit_guard.watch(run, "failed")  # training that never reaches on_train_end failed
-
-    def _open(self, args: TrainingArguments, model: Any) -> MLRun:
         run = self.run
-        if run is None:
+        if run is None:  # every rank begins training together: the run is agreed on here
             config = {name: getattr(args, name) for name in _ARGUMENTS if hasattr(args, name)}
-            model_config = getattr(model, "config", None)
+            model_config = getattr(kwargs.get("model"), "config", None)
             if model_config is not None and hasattr(model_config, "to_dict"):
                 config["model"] = model_config.to_dict()
             run = self._run = self._options.open({**config, **self._extra_config})
             self._run_pid = os.getpid()
-            if _common.rank() == 0:
-                _common.exit_guard.watch(run, "finished")
         if self.save_in_run:
             args.output_dir = str(run.run_dir / "checkpoints")
-        return run
+        if _common.rank() == 0:
+            _common.exit_guard.watch(run)  # training that never reaches on_train_end failed
 
     def on_log(
         self,
@@ -191,14 +186,17 @@ class MLManagerCallback(TrainerCallback):
     def _write(self, logs: dict[str, Any], step: int) -> None:
         run = self.run
         if run is None:
-            return  # logged before training began (a lone evaluate()): not part of a run
+            return  # logged before training began (a lone evaluate()): no run yet
         everything = _common.rank() == 0
         values = {}
         for key, value in logs.items():
             if not (everything or key.endswith(_PER_RANK_SUFFIXES) or _PER_RANK_PART in key):
                 continue
             if hasattr(value, "item") and callable(value.item):  # a tensor or numpy scalar
-                value = value.item()  # noqa: PLW2901
+                try:
+                    value = value.item()  # noqa: PLW2901
+                except (ValueError, RuntimeError):
+                    continue  # more than one element: not one value
             if isinstance(value, (int, float, str)):
                 values[key] = value
         if values:
