@@ -211,7 +211,7 @@ class ExitGuard:
     when a step raises; the exception (or a ``sys.exit`` it became) then ends the process, and on the way out
     this marks the run ``failed``.  It hooks the exit the background writer hooks, which forked children run
     too.  A process killed by a signal runs no exit hook: ``ml-manager doctor`` reports such a run as
-    ``crashed`` (and ``--fix`` marks it failed).
+    ``crashed`` (and ``--fix`` marks it so).
     """
 
     def __init__(self) -> None:
