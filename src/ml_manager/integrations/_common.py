@@ -133,6 +133,20 @@ def rank() -> int:
     return 0 if ranks is None else ranks.rank
 
 
+def rank_group_is_up() -> bool:
+    """Whether a torch.distributed process group of more than one rank is up in this process."""
+    return _dist.current() is not None
+
+
+def group_expected() -> bool:
+    """Whether this process is one of several a launcher started (``WORLD_SIZE`` > 1: torchrun, Lightning's
+    ``ddp``, ``accelerate launch``) while no process group is up yet: before that, no rank can know the run."""
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not rank_group_is_up()
+    except ValueError:
+        return False
+
+
 def barrier() -> None:
     """Wait for every rank, when a process group is up."""
     if _dist.current() is not None:
@@ -181,8 +195,6 @@ def _as_table(params: Any, where: str, changed: list[str]) -> dict[str, Any]:
         params = vars(params)
     elif dataclasses.is_dataclass(params) and not isinstance(params, type):
         params = {field.name: getattr(params, field.name) for field in dataclasses.fields(params)}
-    if not isinstance(params, Mapping):
-        raise TypeError(f"hyperparameters must be a mapping, Namespace or dataclass, not {type(params).__name__}")
     table: dict[str, Any] = {}
     for key, value in params.items():
         name = key if isinstance(key, str) else str(key)
@@ -270,17 +282,3 @@ def _after_fork_in_child() -> None:
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-def rank_group_is_up() -> bool:
-    """Whether a torch.distributed process group of more than one rank is up in this process."""
-    return _dist.current() is not None
-
-
-def group_expected() -> bool:
-    """Whether this process is one of several a launcher started (``WORLD_SIZE`` > 1: torchrun, Lightning's
-    ``ddp``, ``accelerate launch``) while no process group is up yet: before that, no rank can know the run."""
-    try:
-        return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not rank_group_is_up()
-    except ValueError:
-        return False
