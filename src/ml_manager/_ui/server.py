@@ -1,0 +1,191 @@
+"""``ml-manager ui``: the page and its JSON, served on this machine (starlette on uvicorn).
+
+Security, because a tracker's UI is a known target: it binds the loopback address unless told otherwise; a
+request whose ``Host`` is not a name of the bound address is refused (DNS rebinding); only GET (and HEAD) is
+answered, with no CORS headers; a file is served only by its name in a fixed list, and a run only by the
+project and id the last scan found, never by a path taken from the request; a query is checked before pandas
+sees it (``data.check_query``).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import threading
+import time
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import data
+
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
+
+STATIC = {
+    "app.js": "text/javascript; charset=utf-8",
+    "app.css": "text/css; charset=utf-8",
+    "uPlot.iife.min.js": "text/javascript; charset=utf-8",
+    "uPlot.min.css": "text/css; charset=utf-8",
+}
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+# A reload of an unchanged project costs little, but the page asks every second per tab.
+_RELOAD_EVERY = 0.5
+
+
+def static_text(name: str) -> str:
+    """One of the page's files, from the package."""
+    return resources.files(__package__).joinpath("static").joinpath(name).read_text(encoding="utf-8")
+
+
+class _State:
+    def __init__(self, base_dir: Path) -> None:
+        self.snapshot = data.Snapshot(base_dir)
+        self.loaded = time.monotonic()
+        self.lock = threading.Lock()
+        self.histories: dict[Path, tuple[tuple[Any, ...], list[dict[str, Any]]]] = {}
+
+    def fresh(self) -> data.Snapshot:
+        with self.lock:
+            if time.monotonic() - self.loaded > _RELOAD_EVERY:
+                self.snapshot.reload()
+                self.loaded = time.monotonic()
+            return self.snapshot
+
+    def history(self, run_dir: Path) -> list[dict[str, Any]]:
+        """The run's records, parsed again only when a history file changed (size or time)."""
+        try:
+            signature = tuple(
+                (entry.name, entry.stat().st_size, entry.stat().st_mtime_ns)
+                for entry in sorted(os.scandir(run_dir / "history"), key=lambda e: e.name)
+            )
+        except OSError:
+            signature = ()
+        with self.lock:
+            cached = self.histories.get(run_dir)
+        if cached is not None and cached[0] == signature:
+            return cached[1]
+        records = data.read_history(run_dir)
+        with self.lock:
+            self.histories[run_dir] = (signature, records)
+        return records
+
+
+def make_app(base_dir: str | Path, *, host: str = "127.0.0.1") -> Starlette:
+    """The application: the page, its files and the JSON API, for the runs under ``base_dir``."""
+    from starlette.applications import Starlette
+    from starlette.middleware import Middleware
+    from starlette.middleware.trustedhost import TrustedHostMiddleware
+    from starlette.responses import HTMLResponse, JSONResponse, Response
+    from starlette.routing import Route
+
+    state = _State(Path(base_dir))
+
+    def index(request: Request) -> Response:
+        page = static_text("index.html").replace("{{INLINE}}", "")
+        return HTMLResponse(page, headers=_NO_STORE)
+
+    def static(request: Request) -> Response:
+        name = request.path_params["name"]
+        if name not in STATIC:
+            return Response("not found", status_code=404)
+        return Response(static_text(name), media_type=STATIC[name])
+
+    def runs(request: Request) -> Response:
+        try:
+            table = state.fresh().table(request.query_params.get("q") or None)
+        except data.QueryError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        return JSONResponse(table, headers=_NO_STORE)
+
+    def run_dir_of(request: Request) -> Path | None:
+        return state.fresh().run_dir(request.query_params.get("project", ""), request.query_params.get("run", ""))
+
+    def history(request: Request) -> Response:
+        run_dir = run_dir_of(request)
+        if run_dir is None:
+            return JSONResponse({"error": "no such run"}, status_code=404)
+        params = request.query_params
+        records = state.history(run_dir)
+        metric = params.get("metric")
+        if not metric:
+            return JSONResponse({"metrics": data.metric_names(records)}, headers=_NO_STORE)
+        try:
+            width = min(max(int(params.get("width", "1000")), 2), 20_000)
+            start = float(params["start"]) if params.get("start") else None
+            end = float(params["end"]) if params.get("end") else None
+            found = data.series(records, metric, x=params.get("x", "step"), width=width, start=start, end=end)
+        except (ValueError, data.QueryError) as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        return JSONResponse({"metric": metric, "series": found}, headers=_NO_STORE)
+
+    def run_info(request: Request) -> Response:
+        run_dir = run_dir_of(request)
+        if run_dir is None:
+            return JSONResponse({"error": "no such run"}, status_code=404)
+        return JSONResponse(run_details(run_dir, state.history(run_dir)), headers=_NO_STORE)
+
+    routes = [
+        Route("/", index, methods=["GET"]),
+        Route("/static/{name}", static, methods=["GET"]),
+        Route("/api/runs", runs, methods=["GET"]),
+        Route("/api/history", history, methods=["GET"]),
+        Route("/api/run", run_info, methods=["GET"]),
+    ]
+    middleware = [Middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts(host))]
+    return Starlette(routes=routes, middleware=middleware)
+
+
+_NO_STORE = {"Cache-Control": "no-store"}
+
+
+def allowed_hosts(host: str) -> list[str]:
+    """The ``Host`` names a request may carry: the bound address, and this machine's names for it."""
+    names = {host}
+    if host in _LOOPBACK or host.startswith("127."):
+        names.update(_LOOPBACK)
+    elif host in ("0.0.0.0", "::"):  # every interface: this machine's names
+        names.update(_LOOPBACK)
+        names.update({socket.gethostname(), socket.getfqdn()})
+    return sorted(names)
+
+
+def run_details(run_dir: Path, records: list[dict[str, Any]]) -> dict[str, Any]:
+    """A run's page: config, metrics, ``_meta``, wandb link, and its last history records."""
+    from ml_manager.run import MLRun
+
+    run = MLRun.attach(run_dir)
+    return {
+        "project_name": run.project_name,
+        "run_id": run.run_id,
+        "config": data.as_json(run.config),
+        "metrics": data.as_json(run.metrics),
+        "meta": data.as_json(run.meta),
+        "wandb_url": run.get_wandb_url(),
+        "metric_names": data.metric_names(records),
+        "records": len(records),
+        "history": [data.as_json(r) for r in records[-200:]],
+    }
+
+
+def serve(base_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8765, open_browser: bool = False) -> None:
+    """Serve the page until interrupted; messages go to stderr."""
+    import uvicorn
+
+    if host not in _LOOPBACK and not host.startswith("127."):
+        print(
+            f"ml-manager: warning: serving on {host}: anyone who can reach this address can read every run "
+            "under the base directory (an SSH tunnel to 127.0.0.1 keeps it private)",
+            file=sys.stderr,
+        )
+    app = make_app(base_dir, host=host)
+    url = f"http://{'localhost' if host in _LOOPBACK else host}:{port}/"
+    print(f"ml-manager: serving {Path(base_dir).resolve()} at {url} (Ctrl-C to stop)", file=sys.stderr)
+    if open_browser:
+        import webbrowser
+
+        threading.Timer(0.5, webbrowser.open, args=(url,)).start()
+    uvicorn.run(app, host=host, port=port, log_level="warning")

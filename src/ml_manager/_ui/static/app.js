@@ -1,0 +1,343 @@
+/* The runs page of ml_manager: the runs table, charts of the selected runs, live while they run.
+   Served by `ml-manager ui` (data from its JSON API) or inlined by `ml-manager report` (data in
+   window.ML_MANAGER_DATA, no network at all).  Plain script, no build step; charts are uPlot. */
+(function () {
+  "use strict";
+  var ROW = 24;
+  var PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2"];
+  var embedded = window.ML_MANAGER_DATA || null;
+  var state = readHash();
+  var table = { columns: [], rows: [], metrics: [], config: [] };
+  var view = [];
+  var sort = { column: -1, desc: false };
+  var charts = {};          // metric -> uPlot
+  var drawn = {};           // metric -> what was drawn: [{label, x, y, smoothed}]
+  var busy = false;
+  window.mlCharts = charts;
+  window.mlDrawn = drawn;
+
+  function $(id) { return document.getElementById(id); }
+
+  function readHash() {
+    var p = new URLSearchParams(location.hash.slice(1));
+    return {
+      q: p.get("q") || "",
+      sel: (p.get("sel") || "").split(",").filter(Boolean),
+      x: p.get("x") || "step",
+      log: p.get("log") === "1",
+      smooth: parseFloat(p.get("smooth") || "0") || 0
+    };
+  }
+
+  function writeHash() {
+    var p = new URLSearchParams();
+    if (state.q) p.set("q", state.q);
+    if (state.sel.length) p.set("sel", state.sel.join(","));
+    if (state.x !== "step") p.set("x", state.x);
+    if (state.log) p.set("log", "1");
+    if (state.smooth) p.set("smooth", String(state.smooth));
+    history.replaceState(null, "", "#" + p.toString());
+  }
+
+  function fetchJSON(url) {
+    return fetch(url, { cache: "no-store" }).then(function (r) {
+      return r.json().then(function (body) {
+        if (!r.ok) throw new Error(body.error || r.statusText);
+        return body;
+      });
+    });
+  }
+
+  // -- the runs table ----------------------------------------------------------------------------------
+
+  function keyOf(row) { return row[0] + "/" + row[1]; }
+
+  function loadRuns() {
+    if (embedded) {
+      table = embedded.table;
+      return Promise.resolve(renderTable());
+    }
+    return fetchJSON("api/runs?q=" + encodeURIComponent(state.q)).then(function (t) {
+      table = t;
+      $("query-error").textContent = "";
+      renderTable();
+    }, function (e) { $("query-error").textContent = e.message; });
+  }
+
+  function renderTable() {
+    view = table.rows.slice();
+    if (sort.column >= 0) {
+      var c = sort.column;
+      view.sort(function (a, b) {
+        var x = a[c], y = b[c];
+        var r = x === y ? 0 : x === null ? 1 : y === null ? -1 : x < y ? -1 : 1;
+        return sort.desc ? -r : r;
+      });
+    }
+    var head = $("table-head");
+    head.innerHTML = "";
+    head.appendChild(cell("", "div"));
+    table.columns.forEach(function (name, i) {
+      var h = cell(name + (sort.column === i ? (sort.desc ? " \u25BC" : " \u25B2") : ""));
+      h.onclick = function () { sort.desc = sort.column === i ? !sort.desc : false; sort.column = i; renderTable(); };
+      head.appendChild(h);
+    });
+    $("count").textContent = view.length + " run" + (view.length === 1 ? "" : "s");
+    $("table-spacer").style.height = view.length * ROW + "px";
+    renderRows();
+  }
+
+  function cell(text) {
+    var d = document.createElement("div");
+    d.textContent = text === null || text === undefined ? "" : String(text);
+    d.title = d.textContent;
+    return d;
+  }
+
+  function renderRows() {
+    // Only the rows in sight are in the page: ten thousand runs stay as quick as ten.
+    var body = $("table-body");
+    var first = Math.max(0, Math.floor(body.scrollTop / ROW) - 5);
+    var last = Math.min(view.length, first + Math.ceil(body.clientHeight / ROW) + 10);
+    var rows = $("table-rows");
+    rows.style.top = first * ROW + "px";
+    rows.innerHTML = "";
+    var status = table.columns.indexOf("status");
+    for (var i = first; i < last; i++) {
+      var row = view[i], key = keyOf(row);
+      var line = document.createElement("div");
+      line.className = "row" + (state.sel.indexOf(key) >= 0 ? " selected" : "");
+      line.dataset.key = key;
+      var box = document.createElement("input");
+      box.type = "checkbox";
+      box.checked = state.sel.indexOf(key) >= 0;
+      box.onchange = toggle.bind(null, key);
+      var holder = document.createElement("div");
+      holder.appendChild(box);
+      line.appendChild(holder);
+      row.forEach(function (value, c) {
+        var d = cell(value);
+        if (c === 1) {
+          d.className = "run-link";
+          d.onclick = showRun.bind(null, row[0], row[1]);
+        }
+        if (c === status) d.className = "status-" + value;
+        line.appendChild(d);
+      });
+      rows.appendChild(line);
+    }
+  }
+
+  function toggle(key) {
+    var at = state.sel.indexOf(key);
+    if (at >= 0) state.sel.splice(at, 1); else state.sel.push(key);
+    writeHash();
+    renderRows();
+    drawCharts();
+  }
+
+  // -- charts --------------------------------------------------------------------------------------------
+
+  function selectedRows() {
+    return state.sel.map(function (key) {
+      return table.rows.filter(function (r) { return keyOf(r) === key; })[0];
+    }).filter(Boolean);
+  }
+
+  function metricsOf(rows) {
+    var names = [];
+    table.metrics.forEach(function (m) {
+      var c = table.columns.indexOf(m);
+      if (rows.some(function (r) { return typeof r[c] === "number"; })) names.push(m);
+    });
+    return names;
+  }
+
+  function seriesOf(row, metric, width) {
+    if (embedded) {
+      var runs = embedded.histories[keyOf(row)] || {};
+      return Promise.resolve(runs[metric] || []);
+    }
+    var url = "api/history?project=" + encodeURIComponent(row[0]) + "&run=" + encodeURIComponent(row[1]) +
+      "&metric=" + encodeURIComponent(metric) + "&x=" + state.x + "&width=" + width;
+    return fetchJSON(url).then(function (body) { return body.series; });
+  }
+
+  function smooth(y, weight) {
+    // An exponential moving average corrected for its start (as TensorBoard's "debiased" smoothing).
+    var out = new Array(y.length), last = 0, n = 0;
+    for (var i = 0; i < y.length; i++) {
+      if (y[i] === null || y[i] === undefined) { out[i] = null; continue; }
+      last = weight * last + (1 - weight) * y[i];
+      n += 1;
+      out[i] = last / (1 - Math.pow(weight, n));
+    }
+    return out;
+  }
+
+  function drawCharts() {
+    var rows = selectedRows();
+    var metrics = metricsOf(rows);
+    var holder = $("charts");
+    Object.keys(charts).forEach(function (m) {
+      if (metrics.indexOf(m) < 0) { charts[m].destroy(); delete charts[m]; delete drawn[m]; }
+    });
+    Array.prototype.slice.call(holder.children).forEach(function (panel) {
+      if (metrics.indexOf(panel.dataset.metric) < 0) holder.removeChild(panel);
+    });
+    var width = Math.max(300, Math.floor((holder.clientWidth || 900) / Math.max(1, Math.floor((holder.clientWidth || 900) / 470))) - 12);
+    return Promise.all(metrics.map(function (metric) {
+      return Promise.all(rows.map(function (row) { return seriesOf(row, metric, width); })).then(function (all) {
+        var lines = [];
+        all.forEach(function (series, r) {
+          series.forEach(function (s) {
+            var label = rows[r][1] + (series.length > 1 ? " " + s.writer : "");
+            lines.push({ label: label, x: s.x, y: s.y, color: PALETTE[r % PALETTE.length] });
+          });
+        });
+        plot(metric, lines, width);
+      });
+    }));
+  }
+
+  function plot(metric, lines, width) {
+    lines = lines.filter(function (l) { return l.x.length > 0; });
+    if (!lines.length) return;  // logged without a step (add_metrics): in the table, not on a step axis
+    var tables = lines.map(function (l) {
+      var y = state.log ? l.y.map(function (v) { return v !== null && v > 0 ? v : null; }) : l.y;
+      return [l.x, y];
+    });
+    var joined = tables.length ? uPlot.join(tables) : [[]];
+    var data = [joined[0]];
+    var series = [{ label: state.x }];
+    var record = [];
+    lines.forEach(function (l, i) {
+      var y = joined[i + 1];
+      if (state.smooth > 0) {
+        data.push(y);
+        series.push({ label: l.label + " (raw)", stroke: l.color + "40", width: 1, spanGaps: true });
+        var s = smooth(y, state.smooth);
+        data.push(s);
+        series.push({ label: l.label, stroke: l.color, width: 1.5, spanGaps: true });
+        record.push({ label: l.label, raw: y, smoothed: s });
+      } else {
+        data.push(y);
+        series.push({ label: l.label, stroke: l.color, width: 1.5, spanGaps: true });
+        record.push({ label: l.label, raw: y, smoothed: null });
+      }
+    });
+    drawn[metric] = record;
+    var panel = document.querySelector('.panel[data-metric="' + CSS.escape(metric) + '"]');
+    if (!panel) {
+      panel = document.createElement("div");
+      panel.className = "panel";
+      panel.dataset.metric = metric;
+      var title = document.createElement("h2");
+      title.textContent = metric;
+      panel.appendChild(title);
+      $("charts").appendChild(panel);
+    }
+    var old = charts[metric];
+    if (old && old.series.length === series.length && old.scales.y.distr === (state.log ? 3 : 1) &&
+        old._mlX === state.x) {
+      old.setData(data);
+      return;
+    }
+    if (old) old.destroy();
+    var chart = new uPlot({
+      width: width,
+      height: 240,
+      scales: { x: { time: state.x === "time" }, y: { distr: state.log ? 3 : 1 } },
+      series: series,
+      legend: { live: false }
+    }, data, panel);
+    chart._mlX = state.x;
+    charts[metric] = chart;
+  }
+
+  // -- one run -------------------------------------------------------------------------------------------
+
+  function showRun(project, run) {
+    var page = $("run-page");
+    var render = function (info) {
+      page.hidden = false;
+      page.innerHTML = "";
+      var h = document.createElement("h2");
+      h.textContent = project + " / " + run + (info.wandb_url ? "" : "");
+      page.appendChild(h);
+      if (info.wandb_url) {
+        var a = document.createElement("a");
+        a.href = info.wandb_url;
+        a.textContent = info.wandb_url;
+        a.rel = "noopener noreferrer";
+        page.appendChild(a);
+      }
+      ["config", "metrics", "meta"].forEach(function (part) {
+        var t = document.createElement("h3");
+        t.textContent = part;
+        var pre = document.createElement("pre");
+        pre.textContent = JSON.stringify(info[part], null, 2);
+        page.appendChild(t);
+        page.appendChild(pre);
+      });
+      if (info.history) {
+        var th = document.createElement("h3");
+        th.textContent = "history (last " + info.history.length + " of " + info.records + " records)";
+        var hp = document.createElement("pre");
+        hp.textContent = info.history.map(function (r) { return JSON.stringify(r); }).join("\n");
+        page.appendChild(th);
+        page.appendChild(hp);
+      }
+    };
+    if (embedded) {
+      render((embedded.runs || {})[project + "/" + run] || {});
+      return;
+    }
+    fetchJSON("api/run?project=" + encodeURIComponent(project) + "&run=" + encodeURIComponent(run)).then(render);
+  }
+
+  // -- live ----------------------------------------------------------------------------------------------
+
+  function tick() {
+    if (embedded || document.hidden || busy) return;  // a hidden tab asks nothing
+    busy = true;
+    loadRuns().then(function () {
+      var status = table.columns.indexOf("status");
+      var running = selectedRows().some(function (r) { return r[status] === "running"; });
+      return running ? drawCharts() : null;
+    }).then(function () { busy = false; }, function () { busy = false; });
+  }
+
+  // -- wiring --------------------------------------------------------------------------------------------
+
+  function start() {
+    $("query").value = state.q;
+    $("x-axis").value = state.x;
+    $("y-scale").value = state.log ? "log" : "linear";
+    $("smoothing").value = String(state.smooth);
+    $("smoothing-value").textContent = String(state.smooth);
+    var timer = null;
+    $("query").oninput = function () {
+      clearTimeout(timer);
+      timer = setTimeout(function () { state.q = $("query").value.trim(); writeHash(); loadRuns().then(drawCharts); }, 250);
+    };
+    if (embedded) {
+      $("query").disabled = true;
+      $("query").value = embedded.query ? "filtered when the report was made: " + embedded.query : "every run";
+      $("x-axis").disabled = true;
+    }
+    $("x-axis").onchange = function () { state.x = this.value; writeHash(); drawCharts(); };
+    $("y-scale").onchange = function () { state.log = this.value === "log"; writeHash(); drawCharts(); };
+    $("smoothing").oninput = function () {
+      state.smooth = parseFloat(this.value) || 0;
+      $("smoothing-value").textContent = String(state.smooth);
+      writeHash();
+      drawCharts();
+    };
+    $("table-body").onscroll = renderRows;
+    window.mlReady = loadRuns().then(drawCharts);
+    setInterval(tick, 1000);
+  }
+
+  start();
+})();
