@@ -10,7 +10,7 @@ from ml_manager import errors
 
 
 def test_all_lists_exactly_the_public_names() -> None:
-    submodules = {"errors", "project", "run", "integrations"}  # attributes once imported, not exports
+    submodules = {"errors", "project", "run", "integrations", "cli"}  # attributes once imported, not exports
     public = {name for name in vars(ml_manager) if not name.startswith("_")} - submodules
     assert sorted(ml_manager.__all__) == ml_manager.__all__
     assert set(ml_manager.__all__) - {"__version__"} == public

@@ -84,6 +84,7 @@
     });
     $("count").textContent = view.length + " run" + (view.length === 1 ? "" : "s");
     $("table-spacer").style.height = view.length * ROW + "px";
+    $("table-body").style.height = Math.min(280, Math.max(3, view.length) * ROW + 2) + "px";
     renderRows();
   }
 
@@ -161,6 +162,12 @@
     var url = "api/history?project=" + encodeURIComponent(row[0]) + "&run=" + encodeURIComponent(row[1]) +
       "&metric=" + encodeURIComponent(metric) + "&x=" + state.x + "&width=" + width;
     return fetchJSON(url).then(function (body) { return body.series; });
+  }
+
+  function label(v) {
+    if (v === null || v === undefined) return "";
+    var a = Math.abs(v);
+    return a !== 0 && (a < 1e-3 || a >= 1e5) ? v.toExponential(0) : String(+v.toPrecision(4));
   }
 
   function smooth(y, weight) {
@@ -249,6 +256,7 @@
       height: 240,
       scales: { x: { time: state.x === "time" }, y: { distr: state.log ? 3 : 1 } },
       series: series,
+      axes: [{}, { values: function (u, ticks) { return ticks.map(label); } }],
       legend: { live: false }
     }, data, panel);
     chart._mlX = state.x;

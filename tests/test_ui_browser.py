@@ -1,0 +1,229 @@
+"""The runs page in a real headless Chromium (Debian's package, driven by Playwright), against a real
+``ml-manager ui`` process; and the report, opened from ``file://`` with the network cut off."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from ml_manager import MLRun
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+pytestmark = pytest.mark.slow
+ML_MANAGER = str(Path(sys.executable).with_name("ml-manager"))
+WAIT_MS = 20_000
+
+
+def _chromium() -> str:
+    found = os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    reason = None
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        reason = "playwright is not installed (the test extra)"
+    if found is None:
+        reason = "no chromium here (apt-get install chromium)"
+    if reason:
+        if os.environ.get("ML_MANAGER_REQUIRE_BROWSER"):
+            pytest.fail(f"the browser tests must run here: {reason}", pytrace=False)
+        pytest.skip(reason)
+    assert found is not None
+    return found
+
+
+@pytest.fixture
+def page(tmp_path: Path) -> Iterator[Any]:
+    """A fresh page in a headless Chromium; its errors fail the test."""
+    executable = _chromium()
+    from playwright.sync_api import sync_playwright
+
+    errors: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])
+        try:
+            context = browser.new_context(viewport={"width": 1280, "height": 900})
+            new_page = context.new_page()
+            new_page.set_default_timeout(WAIT_MS)
+            new_page.on("pageerror", lambda error: errors.append(str(error)))
+            new_page.on("console", lambda message: _console(message, errors))
+            yield new_page
+        finally:
+            browser.close()
+    assert errors == []
+
+
+def _console(message: Any, errors: list[str]) -> None:
+    # A 400 is how the server answers a query it refuses: the page shows it; the browser logs it too.
+    if message.type == "error" and "status of 400" not in message.text:
+        errors.append(message.text)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextlib.contextmanager
+def serving(base_dir: Path) -> Iterator[str]:
+    """``ml-manager ui base_dir`` on a free port, until the block ends; yields its URL once it answers."""
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/"
+    with subprocess.Popen(
+        [ML_MANAGER, "ui", str(base_dir), "--port", str(port)], stderr=subprocess.PIPE, text=True
+    ) as server:
+        try:
+            deadline = time.monotonic() + 60
+            while True:  # until it answers (or dies): a condition, not a guess
+                try:
+                    with urllib.request.urlopen(url + "api/runs", timeout=5):
+                        break
+                except OSError:
+                    if server.poll() is not None or time.monotonic() > deadline:
+                        said = server.stderr.read() if server.stderr else ""
+                        raise AssertionError(f"the server did not start: {said}") from None
+                    time.sleep(0.05)
+            yield url
+        finally:
+            server.terminate()
+            server.communicate(timeout=30)
+
+
+def make_runs(base_dir: Path) -> list[MLRun]:
+    runs = []
+    for lr in (0.1, 0.01):
+        with MLRun.create({"lr": lr, "model": {"name": "mlp"}}, base_dir, "demo") as run:
+            for step in range(200):
+                run.log({"loss": math.exp(-lr * step) + 0.05 * (step % 5), "acc": 1 - math.exp(-lr * step)}, step=step)
+        runs.append(run)
+    return runs
+
+
+def shot(page: Any, name: str) -> None:
+    """Where ML_MANAGER_SCREENSHOTS names a directory, the page as it is now (the README's pictures)."""
+    where = os.environ.get("ML_MANAGER_SCREENSHOTS")
+    if where:
+        page.screenshot(path=str(Path(where) / name))
+
+
+def lines(page: Any, metric: str) -> int:
+    return int(page.evaluate(f"window.mlCharts[{metric!r}].series.length")) - 1
+
+
+def test_the_table_lists_the_runs_and_a_query_filters_it(page: Any, base_dir: Path) -> None:
+    make_runs(base_dir)
+    with serving(base_dir) as url:
+        page.goto(url)
+        page.wait_for_function("document.querySelectorAll('.row').length === 2")
+        assert page.locator("#count").text_content() == "2 runs"
+        page.fill("#query", "lr < 0.05")
+        page.wait_for_function("document.querySelectorAll('.row').length === 1")
+        assert "0.01" in page.locator(".row").text_content()
+        assert "q=lr+%3C+0.05" in page.url  # the view is in the URL
+        page.fill("#query", "lr.__class__")
+        page.wait_for_function("document.getElementById('query-error').textContent.length > 0")
+        assert "not allowed" in page.locator("#query-error").text_content()
+
+
+def test_two_selected_runs_draw_two_lines_per_metric_and_smoothing_and_log_scale_change_the_drawing(
+    page: Any, base_dir: Path
+) -> None:
+    make_runs(base_dir)
+    with serving(base_dir) as url:
+        page.goto(url)
+        page.wait_for_function("document.querySelectorAll('.row').length === 2")
+        boxes = page.locator(".row input[type=checkbox]")
+        boxes.nth(0).check()
+        boxes.nth(1).check()
+        page.wait_for_function("window.mlCharts.loss && window.mlCharts.loss.series.length === 3")
+        assert lines(page, "loss") == 2
+        assert lines(page, "acc") == 2
+        raw = page.evaluate("window.mlCharts.loss.data[1]")
+        assert len(raw) == 200
+        assert page.evaluate("window.mlCharts.loss.scales.y.distr") == 1
+        page.select_option("#y-scale", "log")
+        page.wait_for_function("window.mlCharts.loss.scales.y.distr === 3")
+        page.fill("#smoothing", "0.9")
+        page.dispatch_event("#smoothing", "input")
+        # Each run now drawn twice: the raw line (faint) and the smoothed one.
+        page.wait_for_function("window.mlCharts.loss.series.length === 5")
+        drawn = page.evaluate("window.mlDrawn.loss[0]")
+        assert drawn["smoothed"][0] == pytest.approx(drawn["raw"][0])  # debiased: starts at the first value
+        assert drawn["smoothed"][50] != pytest.approx(drawn["raw"][50])
+        assert "log=1" in page.url
+        assert "smooth=0.9" in page.url
+        shot(page, "ui.png")
+
+
+def test_the_view_in_the_url_is_restored(page: Any, base_dir: Path) -> None:
+    runs = make_runs(base_dir)
+    selection = ",".join(f"demo%2F{run.run_id}" for run in runs)
+    with serving(base_dir) as url:
+        page.goto(f"{url}#sel={selection}&log=1&smooth=0.5")
+        page.wait_for_function("window.mlCharts.acc && window.mlCharts.acc.series.length === 5")
+        assert page.evaluate("window.mlCharts.acc.scales.y.distr") == 3
+        assert page.locator("#y-scale").input_value() == "log"
+
+
+def test_a_running_runs_chart_grows_without_a_reload(page: Any, base_dir: Path) -> None:
+    run = MLRun.create({"lr": 0.1}, base_dir, "demo")
+    try:
+        for step in range(5):
+            run.log({"loss": 1.0 / (step + 1)}, step=step)
+        run.flush()
+        with serving(base_dir) as url:
+            page.goto(f"{url}#sel=demo%2F{run.run_id}")
+            page.wait_for_function("window.mlCharts.loss && window.mlCharts.loss.data[0].length === 5")
+            page.evaluate("window.notReloaded = true")
+            for step in range(5, 8):
+                run.log({"loss": 1.0 / (step + 1)}, step=step)
+            run.flush()  # another writer's flush: the page polls and sees it
+            page.wait_for_function("window.mlCharts.loss.data[0].length === 8")
+            assert page.evaluate("window.notReloaded") is True
+            assert page.evaluate("window.mlCharts.loss.data[0][7]") == 7
+            assert "running" in page.locator(".row").text_content()
+    finally:
+        run.finish()
+
+
+def test_the_report_opened_from_a_file_with_no_network_shows_the_table_and_charts(
+    page: Any, base_dir: Path, tmp_path: Path
+) -> None:
+    runs = make_runs(base_dir)
+    report = tmp_path / "report.html"
+    done = subprocess.run(
+        [ML_MANAGER, "report", str(base_dir), "-o", str(report)], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == ""
+    asked: list[str] = []
+
+    def refuse(route: Any) -> None:
+        asked.append(route.request.url)
+        route.abort()
+
+    page.context.set_offline(True)
+    page.route(lambda url: not url.startswith("file:"), refuse)
+    selection = ",".join(f"demo%2F{run.run_id}" for run in runs)
+    page.goto(f"{report.as_uri()}#sel={selection}")
+    page.wait_for_function("document.querySelectorAll('.row').length === 2")
+    page.wait_for_function("window.mlCharts.loss && window.mlCharts.loss.series.length === 3")
+    assert lines(page, "acc") == 2
+    assert page.evaluate("window.mlCharts.loss.data[1].length") == 200
+    page.select_option("#y-scale", "log")
+    page.wait_for_function("window.mlCharts.loss.scales.y.distr === 3")
+    assert asked == []
+    shot(page, "report.png")

@@ -1,0 +1,158 @@
+"""The UI's server: what it answers, what it refuses (Host, methods, paths, queries), what it binds."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import pytest
+
+from ml_manager import MLRun
+from ml_manager._ui import data
+from ml_manager._ui.server import allowed_hosts, make_app
+from ml_manager.cli import _parser
+
+pytest.importorskip("httpx", reason="httpx is not installed (the test extra): starlette's TestClient needs it")
+
+from starlette.testclient import TestClient
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+
+def make_runs(base_dir: Path) -> list[MLRun]:
+    runs = []
+    for lr in (0.1, 0.01):
+        with MLRun.create({"lr": lr, "model": {"name": "mlp"}}, base_dir, "demo") as run:
+            for step in range(50):
+                run.log({"loss": math.exp(-lr * step), "acc": step / 50}, step=step)
+        runs.append(run)
+    return runs
+
+
+@pytest.fixture
+def client(base_dir: Path) -> Iterator[TestClient]:
+    make_runs(base_dir)
+    with TestClient(make_app(base_dir), base_url="http://127.0.0.1:8765") as test_client:
+        yield test_client
+
+
+def test_the_runs_table_lists_every_run_with_what_differs_and_the_metrics(
+    client: TestClient,
+) -> None:
+    table = client.get("/api/runs").json()
+    assert table["columns"] == ["project_name", "run_id", "status", "created", "lr", "loss", "acc"]
+    assert table["config"] == ["lr"]  # model.name is the same everywhere
+    assert sorted(row[4] for row in table["rows"]) == [0.01, 0.1]
+    assert {row[2] for row in table["rows"]} == {"finished"}
+
+
+def test_a_query_filters_the_table(client: TestClient) -> None:
+    table = client.get("/api/runs", params={"q": "lr < 0.05 and `model.name` == 'mlp'"}).json()
+    assert [row[4] for row in table["rows"]] == [0.01]
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "lr.__class__",
+        "__import__('os').system('true')",
+        "lr < @limit",
+        "len(lr) > 0",
+        "lr + 1 > 2",
+        "nope > 1",
+        "`no.such` == 1",
+        "lr <",
+    ],
+)
+def test_a_query_that_is_more_than_names_literals_and_comparisons_gets_400(client: TestClient, query: str) -> None:
+    response = client.get("/api/runs", params={"q": query})
+    assert response.status_code == 400
+    assert response.json()["error"]
+
+
+def test_a_request_for_another_host_name_is_refused(client: TestClient) -> None:
+    assert client.get("/", headers={"Host": "attacker.example"}).status_code == 400
+    assert client.get("/api/runs", headers={"Host": "127.0.0.1.attacker.example:8765"}).status_code == 400
+    assert client.get("/api/runs", headers={"Host": "localhost:8765"}).status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/", "/api/runs", "/api/history", "/static/app.js"])
+def test_only_get_is_answered(client: TestClient, path: str) -> None:
+    for method in ("POST", "PUT", "DELETE", "PATCH"):
+        assert client.request(method, path).status_code == 405
+    assert "access-control-allow-origin" not in client.get(path).headers
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/static/../server.py",
+        "/static/..%2Fserver.py",
+        "/static/%2E%2E%2F%2E%2E%2Frun.py",
+        "/static//etc/passwd",
+        "/static/%2Fetc%2Fpasswd",
+        "/static/index.html.bak",
+        "/../../etc/passwd",
+        "/api/../static/app.js/..",
+    ],
+)
+def test_paths_outside_the_page_files_are_not_found(client: TestClient, path: str) -> None:
+    assert client.get(path).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("project", "run"), [("demo", "../demo"), ("..", "demo"), ("/etc", "passwd"), ("demo", "nope")]
+)
+def test_a_run_is_found_only_among_the_scanned_runs(client: TestClient, project: str, run: str) -> None:
+    assert client.get("/api/history", params={"project": project, "run": run, "metric": "loss"}).status_code == 404
+    assert client.get("/api/run", params={"project": project, "run": run}).status_code == 404
+
+
+def test_history_and_run_page(client: TestClient) -> None:
+    project, run_id = client.get("/api/runs").json()["rows"][0][:2]
+    names = client.get("/api/history", params={"project": project, "run": run_id}).json()["metrics"]
+    assert names == ["loss", "acc"]
+    found = client.get("/api/history", params={"project": project, "run": run_id, "metric": "acc"}).json()
+    (series,) = found["series"]
+    assert series["x"] == list(range(50))
+    assert series["y"] == [step / 50 for step in range(50)]
+    zoom = client.get(
+        "/api/history", params={"project": project, "run": run_id, "metric": "acc", "start": 10, "end": 19}
+    ).json()
+    assert zoom["series"][0]["x"] == list(range(10, 20))
+    page = client.get("/api/run", params={"project": project, "run": run_id}).json()
+    assert page["config"]["model"] == {"name": "mlp"}
+    assert page["meta"]["status"] == "finished"
+    assert page["records"] == 50
+    assert (
+        client.get("/api/history", params={"project": project, "run": run_id, "metric": "acc", "x": "bad"}).status_code
+        == 400
+    )
+
+
+def test_the_page_and_its_files_are_served(client: TestClient) -> None:
+    page = client.get("/")
+    assert page.status_code == 200
+    assert "uPlot.iife.min.js" in page.text
+    assert client.get("/static/uPlot.iife.min.js").headers["content-type"].startswith("text/javascript")
+
+
+def test_the_default_bind_address_is_loopback() -> None:
+    args = _parser().parse_args(["ui"])
+    assert args.host == "127.0.0.1"
+    assert set(allowed_hosts("127.0.0.1")) == {"127.0.0.1", "localhost", "::1"}
+
+
+def test_downsampling_keeps_every_bucket_extreme_and_both_ends() -> None:
+    points = [(float(i), 0.0) for i in range(100_000)]
+    points[54_321] = (54_321.0, 1e9)  # one spike
+    points[77_777] = (77_777.0, -1e9)  # one dip
+    kept = data.downsample(points, 500)
+    assert len(kept) <= 2 * 500 + 2
+    assert kept[0] == points[0]
+    assert kept[-1] == points[-1]
+    assert (54_321.0, 1e9) in kept
+    assert (77_777.0, -1e9) in kept
+    assert [p[0] for p in kept] == sorted(p[0] for p in kept)
