@@ -78,8 +78,10 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def serving(base_dir: Path) -> Iterator[str]:
-    """``ml-manager ui base_dir`` on a free port, until the block ends; yields its URL once it answers."""
+def serving(base_dir: Path, page: Any) -> Iterator[str]:
+    """``ml-manager ui base_dir`` on a free port, until the block ends; yields its URL once it answers.
+
+    The page leaves it first, so that its polling never meets a server that is gone."""
     port = _free_port()
     url = f"http://127.0.0.1:{port}/"
     with subprocess.Popen(
@@ -98,6 +100,7 @@ def serving(base_dir: Path) -> Iterator[str]:
                     time.sleep(0.05)
             yield url
         finally:
+            page.goto("about:blank")
             server.terminate()
             server.communicate(timeout=30)
 
@@ -125,7 +128,7 @@ def lines(page: Any, metric: str) -> int:
 
 def test_the_table_lists_the_runs_and_a_query_filters_it(page: Any, base_dir: Path) -> None:
     make_runs(base_dir)
-    with serving(base_dir) as url:
+    with serving(base_dir, page) as url:
         page.goto(url)
         page.wait_for_function("document.querySelectorAll('.row').length === 2")
         assert page.locator("#count").text_content() == "2 runs"
@@ -142,7 +145,7 @@ def test_two_selected_runs_draw_two_lines_per_metric_and_smoothing_and_log_scale
     page: Any, base_dir: Path
 ) -> None:
     make_runs(base_dir)
-    with serving(base_dir) as url:
+    with serving(base_dir, page) as url:
         page.goto(url)
         page.wait_for_function("document.querySelectorAll('.row').length === 2")
         boxes = page.locator(".row input[type=checkbox]")
@@ -171,7 +174,7 @@ def test_two_selected_runs_draw_two_lines_per_metric_and_smoothing_and_log_scale
 def test_the_view_in_the_url_is_restored(page: Any, base_dir: Path) -> None:
     runs = make_runs(base_dir)
     selection = ",".join(f"demo%2F{run.run_id}" for run in runs)
-    with serving(base_dir) as url:
+    with serving(base_dir, page) as url:
         page.goto(f"{url}#sel={selection}&log=1&smooth=0.5")
         page.wait_for_function("window.mlCharts.acc && window.mlCharts.acc.series.length === 5")
         assert page.evaluate("window.mlCharts.acc.scales.y.distr") == 3
@@ -184,7 +187,7 @@ def test_a_running_runs_chart_grows_without_a_reload(page: Any, base_dir: Path) 
         for step in range(5):
             run.log({"loss": 1.0 / (step + 1)}, step=step)
         run.flush()
-        with serving(base_dir) as url:
+        with serving(base_dir, page) as url:
             page.goto(f"{url}#sel=demo%2F{run.run_id}")
             page.wait_for_function("window.mlCharts.loss && window.mlCharts.loss.data[0].length === 5")
             page.evaluate("window.notReloaded = true")
@@ -227,3 +230,19 @@ def test_the_report_opened_from_a_file_with_no_network_shows_the_table_and_chart
     page.wait_for_function("window.mlCharts.loss.scales.y.distr === 3")
     assert asked == []
     shot(page, "report.png")
+
+
+def test_zooming_fetches_the_range_at_full_resolution(page: Any, base_dir: Path) -> None:
+    with MLRun.create({"lr": 0.1}, base_dir, "demo") as run:
+        for step in range(20_000):
+            run.log({"acc": (step % 100) / 100}, step=step)
+    with serving(base_dir, page) as url:
+        page.goto(f"{url}#sel=demo%2F{run.run_id}")
+        page.wait_for_function("window.mlCharts.acc && window.mlCharts.acc.data[0].length > 0")
+        whole = page.evaluate("window.mlCharts.acc.data[0].length")
+        assert whole < 20_000 / 4  # downsampled to the chart's width
+        assert page.evaluate("Math.max.apply(null, window.mlCharts.acc.data[1])") == 0.99  # the peaks kept
+        page.evaluate("window.mlCharts.acc.setScale('x', {min: 5000, max: 5300})")
+        page.wait_for_function("window.mlCharts.acc.data[0].length === 301")
+        assert page.evaluate("window.mlCharts.acc.data[0][0]") == 5000
+        assert page.evaluate("window.mlCharts.acc.data[0][300]") == 5300

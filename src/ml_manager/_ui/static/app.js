@@ -13,6 +13,7 @@
   var charts = {};          // metric -> uPlot
   var drawn = {};           // metric -> what was drawn: [{label, x, y, smoothed}]
   var busy = false;
+  var zoom = {};            // metric -> [min, max] of x the user zoomed to
   window.mlCharts = charts;
   window.mlDrawn = drawn;
 
@@ -161,6 +162,8 @@
     }
     var url = "api/history?project=" + encodeURIComponent(row[0]) + "&run=" + encodeURIComponent(row[1]) +
       "&metric=" + encodeURIComponent(metric) + "&x=" + state.x + "&width=" + width;
+    var range = zoom[metric];
+    if (range) url += "&start=" + range[0] + "&end=" + range[1];  // the zoomed range, at full resolution
     return fetchJSON(url).then(function (body) { return body.series; });
   }
 
@@ -193,18 +196,30 @@
       if (metrics.indexOf(panel.dataset.metric) < 0) holder.removeChild(panel);
     });
     var width = Math.max(300, Math.floor((holder.clientWidth || 900) / Math.max(1, Math.floor((holder.clientWidth || 900) / 470))) - 12);
-    return Promise.all(metrics.map(function (metric) {
-      return Promise.all(rows.map(function (row) { return seriesOf(row, metric, width); })).then(function (all) {
-        var lines = [];
-        all.forEach(function (series, r) {
-          series.forEach(function (s) {
-            var label = rows[r][1] + (series.length > 1 ? " " + s.writer : "");
-            lines.push({ label: label, x: s.x, y: s.y, color: PALETTE[r % PALETTE.length] });
-          });
+    return Promise.all(metrics.map(function (metric) { return drawMetric(metric, rows, width); }));
+  }
+
+  function drawMetric(metric, rows, width) {
+    return Promise.all(rows.map(function (row) { return seriesOf(row, metric, width); })).then(function (all) {
+      var lines = [];
+      all.forEach(function (series, r) {
+        series.forEach(function (s) {
+          var label = rows[r][1] + (series.length > 1 ? " " + s.writer : "");
+          lines.push({ label: label, x: s.x, y: s.y, color: PALETTE[r % PALETTE.length] });
         });
-        plot(metric, lines, width);
       });
-    }));
+      plot(metric, lines, width);
+    });
+  }
+
+  function zoomed(metric, u) {
+    // A drag on the chart zooms x: that range is fetched again at full resolution; a double click undoes it.
+    if (embedded || !u._mlFull) return;
+    var min = u.scales.x.min, max = u.scales.x.max;
+    var whole = min <= u._mlFull[0] && max >= u._mlFull[1];
+    zoom[metric] = whole ? null : [min, max];
+    var width = u.width;
+    drawMetric(metric, selectedRows(), width);
   }
 
   function plot(metric, lines, width) {
@@ -247,19 +262,23 @@
     var old = charts[metric];
     if (old && old.series.length === series.length && old.scales.y.distr === (state.log ? 3 : 1) &&
         old._mlX === state.x) {
-      old.setData(data);
+      old.setData(data, !zoom[metric]);
+      if (!zoom[metric]) old._mlFull = [data[0][0], data[0][data[0].length - 1]];
       return;
     }
     if (old) old.destroy();
+    zoom[metric] = null;
     var chart = new uPlot({
       width: width,
       height: 240,
       scales: { x: { time: state.x === "time" }, y: { distr: state.log ? 3 : 1 } },
       series: series,
       axes: [{}, { values: function (u, ticks) { return ticks.map(label); } }],
-      legend: { live: false }
+      legend: { live: false },
+      hooks: { setScale: [function (u, key) { if (key === "x") zoomed(metric, u); }] }
     }, data, panel);
     chart._mlX = state.x;
+    chart._mlFull = [data[0][0], data[0][data[0].length - 1]];
     charts[metric] = chart;
   }
 
