@@ -246,3 +246,24 @@ def test_zooming_fetches_the_range_at_full_resolution(page: Any, base_dir: Path)
         page.wait_for_function("window.mlCharts.acc.data[0].length === 301")
         assert page.evaluate("window.mlCharts.acc.data[0][0]") == 5000
         assert page.evaluate("window.mlCharts.acc.data[0][300]") == 5300
+
+
+def test_grouping_by_a_config_key_draws_each_groups_mean_and_band(page: Any, base_dir: Path) -> None:
+    keys = []
+    for lr in (0.1, 0.01):
+        for seed in (1, 2):
+            with MLRun.create({"lr": lr, "seed": seed}, base_dir, "demo") as run:
+                for step in range(10):
+                    run.log({"loss": lr * seed * step}, step=step)
+            keys.append(f"demo%2F{run.run_id}")
+    with serving(base_dir, page) as url:
+        page.goto(f"{url}#sel={','.join(keys)}&group=lr")
+        # Per group: its mean line, and the two edges of its min-max band.
+        page.wait_for_function("window.mlCharts.loss && window.mlCharts.loss.series.length === 7")
+        drawn = page.evaluate("window.mlDrawn.loss")
+        by_label = {line["label"]: line["raw"] for line in drawn}
+        assert by_label["lr=0.01 (2)"][4] == pytest.approx((0.01 * 1 * 4 + 0.01 * 2 * 4) / 2)
+        assert by_label["lr=0.1 (2)"][9] == pytest.approx((0.1 * 9 + 0.2 * 9) / 2)
+        assert page.locator("#group-by").input_value() == "lr"
+        page.select_option("#group-by", "")
+        page.wait_for_function("window.mlCharts.loss && window.mlCharts.loss.series.length === 5")

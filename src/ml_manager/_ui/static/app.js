@@ -26,7 +26,8 @@
       sel: (p.get("sel") || "").split(",").filter(Boolean),
       x: p.get("x") || "step",
       log: p.get("log") === "1",
-      smooth: parseFloat(p.get("smooth") || "0") || 0
+      smooth: parseFloat(p.get("smooth") || "0") || 0,
+      group: p.get("group") || ""
     };
   }
 
@@ -37,6 +38,7 @@
     if (state.x !== "step") p.set("x", state.x);
     if (state.log) p.set("log", "1");
     if (state.smooth) p.set("smooth", String(state.smooth));
+    if (state.group) p.set("group", state.group);
     history.replaceState(null, "", "#" + p.toString());
   }
 
@@ -84,6 +86,18 @@
       head.appendChild(h);
     });
     $("count").textContent = view.length + " run" + (view.length === 1 ? "" : "s");
+    var group = $("group-by");
+    var options = [""].concat(table.config || []);
+    if (group.options.length !== options.length) {
+      group.innerHTML = "";
+      options.forEach(function (name) {
+        var o = document.createElement("option");
+        o.value = name;
+        o.textContent = name || "(none)";
+        group.appendChild(o);
+      });
+      group.value = state.group;
+    }
     $("table-spacer").style.height = view.length * ROW + "px";
     $("table-body").style.height = Math.min(280, Math.max(3, view.length) * ROW + 2) + "px";
     renderRows();
@@ -202,14 +216,45 @@
   function drawMetric(metric, rows, width) {
     return Promise.all(rows.map(function (row) { return seriesOf(row, metric, width); })).then(function (all) {
       var lines = [];
-      all.forEach(function (series, r) {
-        series.forEach(function (s) {
-          var label = rows[r][1] + (series.length > 1 ? " " + s.writer : "");
-          lines.push({ label: label, x: s.x, y: s.y, color: PALETTE[r % PALETTE.length] });
+      var column = state.group ? table.columns.indexOf(state.group) : -1;
+      if (column >= 0) {
+        // One line per value of the config key: the mean of its runs, and a band from their min to max.
+        var groups = {};
+        all.forEach(function (series, r) {
+          var value = String(rows[r][column]);
+          (groups[value] = groups[value] || []).push.apply(groups[value], series);
         });
-      });
+        Object.keys(groups).sort().forEach(function (value, g) {
+          var members = groups[value];
+          var joined = uPlot.join(members.map(function (s) { return [s.x, s.y]; }));
+          var mean = [], low = [], high = [];
+          for (var i = 0; i < joined[0].length; i++) {
+            var ys = [];
+            for (var m = 1; m < joined.length; m++) if (joined[m][i] !== null && joined[m][i] !== undefined) ys.push(joined[m][i]);
+            mean.push(ys.length ? ys.reduce(function (a, b) { return a + b; }, 0) / ys.length : null);
+            low.push(ys.length ? Math.min.apply(null, ys) : null);
+            high.push(ys.length ? Math.max.apply(null, ys) : null);
+          }
+          lines.push({ label: state.group + "=" + value + " (" + members.length + ")", x: joined[0], y: mean,
+                       low: low, high: high, color: PALETTE[g % PALETTE.length] });
+        });
+      } else {
+        all.forEach(function (series, r) {
+          series.forEach(function (s) {
+            var label = rows[r][1] + (series.length > 1 ? " " + s.writer : "");
+            lines.push({ label: label, x: s.x, y: s.y, color: PALETTE[r % PALETTE.length] });
+          });
+        });
+      }
       plot(metric, lines, width);
     });
+  }
+
+  function redraw() {
+    // The series change in number and kind: the charts are made again.
+    Object.keys(charts).forEach(function (m) { charts[m].destroy(); delete charts[m]; });
+    $("charts").innerHTML = "";
+    return drawCharts();
   }
 
   function zoomed(metric, u) {
@@ -233,8 +278,20 @@
     var data = [joined[0]];
     var series = [{ label: state.x }];
     var record = [];
+    var bands = [];
     lines.forEach(function (l, i) {
       var y = joined[i + 1];
+      if (l.low) {
+        // The group's min-max band: two invisible series, filled between.
+        var at = {};
+        l.x.forEach(function (x, k) { at[x] = k; });
+        var pick = function (values) { return joined[0].map(function (x) { return at[x] === undefined ? null : values[at[x]]; }); };
+        data.push(pick(l.high));
+        series.push({ label: l.label + " max", stroke: l.color + "00", width: 0, spanGaps: true, show: true });
+        data.push(pick(l.low));
+        series.push({ label: l.label + " min", stroke: l.color + "00", width: 0, spanGaps: true, show: true });
+        bands.push({ series: [data.length - 2, data.length - 1], fill: l.color + "22" });
+      }
       if (state.smooth > 0) {
         data.push(y);
         series.push({ label: l.label + " (raw)", stroke: l.color + "40", width: 1, spanGaps: true });
@@ -273,6 +330,7 @@
       height: 240,
       scales: { x: { time: state.x === "time" }, y: { distr: state.log ? 3 : 1 } },
       series: series,
+      bands: bands,
       axes: [{}, { values: function (u, ticks) { return ticks.map(label); } }],
       legend: { live: false },
       hooks: { setScale: [function (u, key) { if (key === "x") zoomed(metric, u); }] }
@@ -354,6 +412,7 @@
       $("x-axis").disabled = true;
     }
     $("x-axis").onchange = function () { state.x = this.value; writeHash(); drawCharts(); };
+    $("group-by").onchange = function () { state.group = this.value; writeHash(); redraw(); };
     $("y-scale").onchange = function () { state.log = this.value === "log"; writeHash(); drawCharts(); };
     $("smoothing").oninput = function () {
       state.smooth = parseFloat(this.value) || 0;
