@@ -15,7 +15,8 @@ the end; the page cache is warm throughout, so "cold" below means a fresh server
    (b) the same ``/api/history`` request alone, with urllib, from another fresh server.  Warm: the request
    again on the server of (a) (median of 5 a round).  The floor: reading the history files and parsing them
    with orjson line by line in a fresh process (records kept in a list), so read (b) as a ratio to it.  The
-   breakdown: ``read_history``, ``series`` (downsampling) and the JSON body, timed apart in a fresh process.
+   breakdown: ``read_history``, ``series`` (downsampling) and the JSON body, timed apart in a fresh process,
+   and ``read_history`` once more with the cyclic garbage collector off (its share of the parse).
 3. Live update: a writer process (a running run, 10 points) logs one point and ``flush()``es; the time from
    asking it to the point being the last x of the page's chart (``window.mlCharts[metric].data[0]``), the
    page polled every 10 ms.  The page asks the server every second, so expect up to a second plus the
@@ -114,7 +115,14 @@ found = data.series(records, metric, width=width)
 t2 = time.perf_counter()
 body = json.dumps({"metric": metric, "series": found}, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 t3 = time.perf_counter()
-print(json.dumps({"read": t1 - t0, "series": t2 - t1, "json": t3 - t2}))
+del records, found
+import gc
+gc.collect()
+gc.disable()
+t4 = time.perf_counter()
+data.read_history(run_dir)
+t5 = time.perf_counter()
+print(json.dumps({"read": t1 - t0, "series": t2 - t1, "json": t3 - t2, "read_no_gc": t5 - t4}))
 """
 # The live writer: a running run with 10 points; then one point per line read, logged and flushed.
 WRITER = """
@@ -316,7 +324,7 @@ def measure_history(browser: Any, base: Path, run: tuple[str, str], rounds: int,
 
 def report_history(found: dict[str, Any]) -> list[Row]:
     page, alone, warm, floor = (statistics.median(found[k]) for k in ("page", "alone", "warm", "floor"))
-    parts = {k: statistics.median(b[k] for b in found["breakdown"]) for k in ("read", "series", "json")}
+    parts = {k: statistics.median(b[k] for b in found["breakdown"]) for k in ("read", "series", "json", "read_no_gc")}
     print(f"\n2. one run of {RECORDS:,} history records, one writer, {len(LONG_METRICS)} metrics a record")
     print(f"   cold page (#sel=), navigation start → charts drawn {page:7.2f} s   goal ≤ 2 s")
     slowest = statistics.median(found["slowest"])
@@ -328,6 +336,7 @@ def report_history(found: dict[str, Any]) -> list[Row]:
         f"   breakdown, fresh process: read_history {parts['read']:.2f} s, series (downsampling) "
         f"{parts['series']:.2f} s, JSON body {parts['json'] * 1e3:.1f} ms"
     )
+    print(f"     read_history again with the cyclic garbage collector off {parts['read_no_gc']:.2f} s")
     print(f"   request: {found['request']}")
     return [
         (f"{RECORDS:,} records: cold page → charts, s", f"{page:.2f}", "≤ 2"),

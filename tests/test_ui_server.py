@@ -156,3 +156,27 @@ def test_downsampling_keeps_every_bucket_extreme_and_both_ends() -> None:
     assert (54_321.0, 1e9) in kept
     assert (77_777.0, -1e9) in kept
     assert [p[0] for p in kept] == sorted(p[0] for p in kept)
+
+
+def test_the_history_reader_reads_only_what_a_file_gained_and_never_half_a_line(tmp_path: Path) -> None:
+    history = tmp_path / "run" / "history"
+    history.mkdir(parents=True)
+    path = history / "host-1.jsonl"
+
+    def line(step: int) -> bytes:
+        return b'{"step":%d,"time":1.0,"writer":"w","metrics":{"loss":%d}}\n' % (step, step)
+
+    path.write_bytes(line(0) + line(1))
+    reader = data.HistoryReader()
+    assert [r["step"] for r in reader.read(tmp_path / "run")] == [0, 1]
+    with path.open("ab") as file:
+        file.write(line(2) + line(3)[:10])  # a writer in the middle of a record
+    assert [r["step"] for r in reader.read(tmp_path / "run")] == [0, 1, 2]
+    assert reader.files[str(path)][1] == len(line(0) + line(1) + line(2))  # where the next read starts
+    with path.open("ab") as file:
+        file.write(line(3)[10:] + b'{"step":4,"time":NaN,"writer":"w","metrics":{"loss":NaN}}\n')
+    records = reader.read(tmp_path / "run")
+    assert [r["step"] for r in records] == [0, 1, 2, 3, 4]
+    assert math.isnan(records[-1]["metrics"]["loss"])
+    path.write_bytes(line(7))  # cut back (a failed append undone), or replaced: read again whole
+    assert [r["step"] for r in reader.read(tmp_path / "run")] == [7]

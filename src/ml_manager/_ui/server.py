@@ -9,7 +9,6 @@ sees it (``data.check_query``).
 
 from __future__ import annotations
 
-import os
 import socket
 import sys
 import threading
@@ -46,7 +45,7 @@ class _State:
         self.snapshot = data.Snapshot(base_dir)
         self.loaded = time.monotonic()
         self.lock = threading.Lock()
-        self.histories: dict[Path, tuple[tuple[Any, ...], list[dict[str, Any]]]] = {}
+        self.reader = data.HistoryReader()
 
     def fresh(self) -> data.Snapshot:
         with self.lock:
@@ -56,22 +55,9 @@ class _State:
             return self.snapshot
 
     def history(self, run_dir: Path) -> list[dict[str, Any]]:
-        """The run's records, parsed again only when a history file changed (size or time)."""
-        try:
-            signature = tuple(
-                (entry.name, entry.stat().st_size, entry.stat().st_mtime_ns)
-                for entry in sorted(os.scandir(run_dir / "history"), key=lambda e: e.name)
-            )
-        except OSError:
-            signature = ()
+        """The run's records: what was read before is kept, only what the files gained since is parsed."""
         with self.lock:
-            cached = self.histories.get(run_dir)
-        if cached is not None and cached[0] == signature:
-            return cached[1]
-        records = data.read_history(run_dir)
-        with self.lock:
-            self.histories[run_dir] = (signature, records)
-        return records
+            return self.reader.read(run_dir)
 
 
 def make_app(base_dir: str | Path, *, host: str = "127.0.0.1") -> Starlette:
