@@ -220,7 +220,9 @@ def serving(base: Path, log: IO[bytes]) -> Iterator[tuple[str, float]]:
     try:
         while True:
             if server.poll() is not None:
-                raise RuntimeError(f"ml-manager ui exited with {server.returncode}; its messages are in {log.name}")
+                log.flush()
+                said = Path(log.name).read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"ml-manager ui exited with {server.returncode}:\n{said}")
             with contextlib.suppress(OSError):
                 get(url)
                 break

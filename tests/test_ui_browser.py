@@ -136,6 +136,11 @@ def test_the_table_lists_the_runs_and_a_query_filters_it(page: Any, base_dir: Pa
         page.wait_for_function("document.querySelectorAll('.row').length === 1")
         assert "0.01" in page.locator(".row").text_content()
         assert "q=lr+%3C+0.05" in page.url  # the view is in the URL
+        # Columns the user unticks leave the table, and the URL remembers it.
+        page.click("#columns-menu summary")
+        page.uncheck("#column-list input[data-column='created']")
+        page.wait_for_function("!document.getElementById('table-head').textContent.includes('created')")
+        assert "hide=created" in page.url
         page.fill("#query", "lr.__class__")
         page.wait_for_function("document.getElementById('query-error').textContent.length > 0")
         assert "not allowed" in page.locator("#query-error").text_content()

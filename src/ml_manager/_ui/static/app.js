@@ -27,7 +27,8 @@
       x: p.get("x") || "step",
       log: p.get("log") === "1",
       smooth: parseFloat(p.get("smooth") || "0") || 0,
-      group: p.get("group") || ""
+      group: p.get("group") || "",
+      hide: (p.get("hide") || "").split(",").filter(Boolean)
     };
   }
 
@@ -39,6 +40,7 @@
     if (state.log) p.set("log", "1");
     if (state.smooth) p.set("smooth", String(state.smooth));
     if (state.group) p.set("group", state.group);
+    if (state.hide.length) p.set("hide", state.hide.join(","));
     history.replaceState(null, "", "#" + p.toString());
   }
 
@@ -80,7 +82,9 @@
     var head = $("table-head");
     head.innerHTML = "";
     head.appendChild(cell("", "div"));
+    renderColumnMenu();
     table.columns.forEach(function (name, i) {
+      if (state.hide.indexOf(name) >= 0) return;
       var h = cell(name + (sort.column === i ? (sort.desc ? " \u25BC" : " \u25B2") : ""));
       h.onclick = function () { sort.desc = sort.column === i ? !sort.desc : false; sort.column = i; renderTable(); };
       head.appendChild(h);
@@ -101,6 +105,29 @@
     $("table-spacer").style.height = view.length * ROW + "px";
     $("table-body").style.height = Math.min(280, Math.max(3, view.length) * ROW + 2) + "px";
     renderRows();
+  }
+
+  function renderColumnMenu() {
+    // The columns the user chose to see: every one of the table's, shown unless unticked here.
+    var list = $("column-list");
+    list.innerHTML = "";
+    table.columns.forEach(function (name) {
+      if (name === "run_id") return;
+      var label = document.createElement("label");
+      var box = document.createElement("input");
+      box.type = "checkbox";
+      box.checked = state.hide.indexOf(name) < 0;
+      box.dataset.column = name;
+      box.onchange = function () {
+        if (box.checked) state.hide = state.hide.filter(function (h) { return h !== name; });
+        else state.hide.push(name);
+        writeHash();
+        renderTable();
+      };
+      label.appendChild(box);
+      label.appendChild(document.createTextNode(" " + name));
+      list.appendChild(label);
+    });
   }
 
   function cell(text) {
@@ -132,6 +159,7 @@
       holder.appendChild(box);
       line.appendChild(holder);
       row.forEach(function (value, c) {
+        if (state.hide.indexOf(table.columns[c]) >= 0) return;
         var d = cell(value);
         if (c === 1) {
           d.className = "run-link";
