@@ -166,17 +166,20 @@ def test_the_history_reader_reads_only_what_a_file_gained_and_never_half_a_line(
     def line(step: int) -> bytes:
         return b'{"step":%d,"time":1.0,"writer":"w","metrics":{"loss":%d}}\n' % (step, step)
 
+    def steps() -> list[float]:
+        run = reader.read(tmp_path / "run")
+        return run.columns["loss"]["w"].steps if "loss" in run.columns else []
+
     path.write_bytes(line(0) + line(1))
     reader = data.HistoryReader()
-    assert [r["step"] for r in reader.read(tmp_path / "run")] == [0, 1]
+    assert steps() == [0, 1]
     with path.open("ab") as file:
         file.write(line(2) + line(3)[:10])  # a writer in the middle of a record
-    assert [r["step"] for r in reader.read(tmp_path / "run")] == [0, 1, 2]
-    assert reader.files[str(path)][1] == len(line(0) + line(1) + line(2))  # where the next read starts
+    assert steps() == [0, 1, 2]
+    assert reader.runs[tmp_path / "run"].files[str(path)][1] == len(line(0) + line(1) + line(2))
     with path.open("ab") as file:
         file.write(line(3)[10:] + b'{"step":4,"time":NaN,"writer":"w","metrics":{"loss":NaN}}\n')
-    records = reader.read(tmp_path / "run")
-    assert [r["step"] for r in records] == [0, 1, 2, 3, 4]
-    assert math.isnan(records[-1]["metrics"]["loss"])
+    assert steps() == [0, 1, 2, 3, 4]
+    assert math.isnan(reader.read(tmp_path / "run").columns["loss"]["w"].values[-1])
     path.write_bytes(line(7))  # cut back (a failed append undone), or replaced: read again whole
-    assert [r["step"] for r in reader.read(tmp_path / "run")] == [7]
+    assert steps() == [7]

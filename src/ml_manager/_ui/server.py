@@ -54,7 +54,7 @@ class _State:
                 self.loaded = time.monotonic()
             return self.snapshot
 
-    def history(self, run_dir: Path) -> list[dict[str, Any]]:
+    def history(self, run_dir: Path) -> data.RunHistory:
         """The run's records: what was read before is kept, only what the files gained since is parsed."""
         with self.lock:
             return self.reader.read(run_dir)
@@ -95,15 +95,15 @@ def make_app(base_dir: str | Path, *, host: str = "127.0.0.1") -> Starlette:
         if run_dir is None:
             return JSONResponse({"error": "no such run"}, status_code=404)
         params = request.query_params
-        records = state.history(run_dir)
+        history = state.history(run_dir)
         metric = params.get("metric")
         if not metric:
-            return JSONResponse({"metrics": data.metric_names(records)}, headers=_NO_STORE)
+            return JSONResponse({"metrics": history.metric_names()}, headers=_NO_STORE)
         try:
             width = min(max(int(params.get("width", "1000")), 2), 20_000)
             start = float(params["start"]) if params.get("start") else None
             end = float(params["end"]) if params.get("end") else None
-            found = data.series(records, metric, x=params.get("x", "step"), width=width, start=start, end=end)
+            found = data.series(history, metric, x=params.get("x", "step"), width=width, start=start, end=end)
         except (ValueError, data.QueryError) as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
         return JSONResponse({"metric": metric, "series": found}, headers=_NO_STORE)
@@ -139,7 +139,7 @@ def allowed_hosts(host: str) -> list[str]:
     return sorted(names)
 
 
-def run_details(run_dir: Path, records: list[dict[str, Any]]) -> dict[str, Any]:
+def run_details(run_dir: Path, history: data.RunHistory) -> dict[str, Any]:
     """A run's page: config, metrics, ``_meta``, wandb link, and its last history records."""
     from ml_manager.run import MLRun
 
@@ -151,9 +151,9 @@ def run_details(run_dir: Path, records: list[dict[str, Any]]) -> dict[str, Any]:
         "metrics": data.as_json(run.metrics),
         "meta": data.as_json(run.meta),
         "wandb_url": run.get_wandb_url(),
-        "metric_names": data.metric_names(records),
-        "records": len(records),
-        "history": [data.as_json(r) for r in records[-200:]],
+        "metric_names": history.metric_names(),
+        "records": history.records,
+        "history": [data.as_json(r) for r in history.tail],
     }
 
 
