@@ -48,6 +48,23 @@ def test_the_runs_table_lists_every_run_with_what_differs_and_the_metrics(
     assert {row[2] for row in table["rows"]} == {"finished"}
 
 
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("lr < 0.05", [0.01]),
+        ("not lr > 0.05", [0.01]),
+        ("0.001 < lr < 0.05", [0.01]),
+        ("lr in [0.1, 7]", [0.1]),
+        ("lr not in (0.1,)", [0.01]),
+        ("lr == 0.1 or `model.name` != 'mlp'", [0.1]),
+        ("lr > -1 and not (lr >= 0.1)", [0.01]),
+    ],
+)
+def test_the_query_language(client: TestClient, query: str, expected: list[float]) -> None:
+    table = client.get("/api/runs", params={"q": query}).json()
+    assert sorted(row[4] for row in table["rows"]) == expected
+
+
 def test_a_query_filters_the_table(client: TestClient) -> None:
     table = client.get("/api/runs", params={"q": "lr < 0.05 and `model.name` == 'mlp'"}).json()
     assert [row[4] for row in table["rows"]] == [0.01]
@@ -64,6 +81,15 @@ def test_a_query_filters_the_table(client: TestClient) -> None:
         "nope > 1",
         "`no.such` == 1",
         "lr <",
+        "0",
+        "[0, 0, 0]",
+        "not " * 3000 + "lr > 0",
+        "(" * 300 + "lr > 0" + ")" * 300,
+        "lr > 0 or " * 500 + "lr > 0",
+        "lr in lr",
+        "lr > [1, 2]",
+        # A comparison inside a comparison: pandas would evaluate it twice per level, exponentially.
+        "(False <= (False <= (project_name == 'x') <= True) <= True)",
     ],
 )
 def test_a_query_that_is_more_than_names_literals_and_comparisons_gets_400(client: TestClient, query: str) -> None:
@@ -183,3 +209,41 @@ def test_the_history_reader_reads_only_what_a_file_gained_and_never_half_a_line(
     assert math.isnan(reader.read(tmp_path / "run").columns["loss"]["w"].values[-1])
     path.write_bytes(line(7))  # cut back (a failed append undone), or replaced: read again whole
     assert steps() == [7]
+
+
+def test_requests_made_by_another_sites_page_are_refused(client: TestClient) -> None:
+    assert client.get("/api/runs", headers={"Sec-Fetch-Site": "cross-site"}).status_code == 403
+    assert client.get("/api/runs", headers={"Sec-Fetch-Site": "same-site"}).status_code == 403
+    assert client.get("/api/runs", headers={"Sec-Fetch-Site": "same-origin"}).status_code == 200
+    assert client.get("/api/runs", headers={"Sec-Fetch-Site": "none"}).status_code == 200  # typed in the bar
+
+
+def test_host_names_of_the_bound_address() -> None:
+    from ml_manager._ui.server import _Guard
+
+    loopback = _Guard(None, "127.0.0.1")
+    assert loopback.refuse("[::1]:8765", "") is None
+    assert loopback.refuse("LOCALHOST:8765", "") is None
+    assert loopback.refuse("192.168.1.5:8765", "") is not None
+    assert loopback.refuse("localhost.:8765", "") is not None
+    everywhere = _Guard(None, "0.0.0.0")
+    assert everywhere.refuse("192.168.1.5:8765", "") is None  # any address of this machine
+    assert everywhere.refuse("rebound.attacker.example:8765", "") is not None  # never a foreign name
+
+
+def test_the_report_keeps_any_text_of_a_run_inside_its_data(base_dir: Path) -> None:
+    import json
+    import re
+
+    from ml_manager._ui.report import build_report
+
+    hostile = "</script><!--<script>alert(1)</script>"
+    with MLRun.create({"note": hostile}, base_dir, "demo") as run:
+        run.log({"loss": 1.0}, step=0)
+    page = build_report(base_dir)
+    assert page.count("<script>") == 3  # uPlot, the page's script, the data: nothing more
+    assert "<!--" not in page.split("window.ML_MANAGER_DATA", 1)[1]
+    literal = re.search(r'JSON\.parse\((".*?")\);</script>', page, re.DOTALL)
+    assert literal is not None
+    payload = json.loads(json.loads(literal.group(1)))
+    assert payload["runs"][f"demo/{run.run_id}"]["config"]["note"] == hostile

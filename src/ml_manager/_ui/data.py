@@ -6,6 +6,7 @@ import ast
 import contextlib
 import datetime
 import math
+import operator
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -14,7 +15,7 @@ from ml_manager import _history
 from ml_manager.project import MLProject
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Sequence
+    from collections.abc import Callable, Iterable, Sequence
 
     import pandas as pd
 
@@ -97,17 +98,33 @@ def _plain(value: Any) -> Any:
 # -- queries ---------------------------------------------------------------------------------------------------
 
 _BACKTICKED = re.compile(r"`([^`]*)`")
-_COMPARISONS = (ast.Eq, ast.NotEq, ast.Lt, ast.LtE, ast.Gt, ast.GtE, ast.In, ast.NotIn)
+_MAX_QUERY = 2000  # characters
+_MAX_NODES = 400
+_COMPARE: dict[type[ast.cmpop], Callable[[Any, Any], Any]] = {
+    ast.Eq: operator.eq,
+    ast.NotEq: operator.ne,
+    ast.Lt: operator.lt,
+    ast.LtE: operator.le,
+    ast.Gt: operator.gt,
+    ast.GtE: operator.ge,
+}
 
 
-def check_query(query: str, columns: Iterable[str]) -> None:
-    """Accept only column names (bare or in backticks), literals, comparisons and ``and``/``or``/``not``.
+def run_query(df: pd.DataFrame, query: str) -> pd.DataFrame:
+    """The rows of ``df`` a query selects, in ``MLProject.search``'s language, evaluated here from its checked
+    syntax tree (pandas never parses the text): column names (bare or in backticks), literals, comparisons
+    (``==``, ``!=``, ``<``, ``<=``, ``>``, ``>=``, ``in``, ``not in`` a list), ``and``, ``or``, ``not``.
+    Every operand is evaluated once, so the cost grows with the query's length, never faster.
 
     Raises:
-        QueryError: anything else (a call, an attribute, an ``@`` variable, arithmetic...), or an unknown
-            column, naming it.
+        QueryError: anything else (a call, an attribute, an ``@`` variable, arithmetic...), an unknown column,
+            a query too long, or a comparison the values do not allow, named in the message.
     """
-    known = set(columns)
+    import pandas as pd
+
+    if len(query) > _MAX_QUERY:
+        raise QueryError(f"the query is longer than {_MAX_QUERY} characters")
+    known = {str(c) for c in df.columns}
     names: dict[str, str] = {}
 
     def placeholder(match: re.Match[str]) -> str:
@@ -121,41 +138,91 @@ def check_query(query: str, columns: Iterable[str]) -> None:
     if "@" in text:
         raise QueryError("'@' (a variable) is not allowed in a query")
     try:
-        tree = ast.parse(text, mode="eval")
-    except SyntaxError as exc:
-        raise QueryError(f"the query does not parse: {exc.msg}") from None
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Name):
-            if node.id not in names and node.id not in known:
-                raise QueryError(f"unknown column {node.id!r}")
-        elif isinstance(node, ast.Constant):
-            if not isinstance(node.value, (str, int, float, bool)) and node.value is not None:
-                raise QueryError(f"the literal {node.value!r} is not allowed")
-        elif isinstance(node, ast.Compare):
-            if not all(isinstance(op, _COMPARISONS) for op in node.ops):
-                raise QueryError("only ==, !=, <, <=, >, >=, in and not in compare")
-        elif isinstance(node, ast.UnaryOp):
-            if not isinstance(node.op, (ast.Not, ast.USub, ast.UAdd)):
-                raise QueryError("only 'not' and a sign apply to one value")
-        elif not isinstance(
-            node,
-            (ast.Expression, ast.BoolOp, ast.And, ast.Or, ast.Not, ast.USub, ast.UAdd, ast.Load, ast.List, ast.Tuple),
-        ) and not isinstance(node, _COMPARISONS):
-            raise QueryError(f"{type(node).__name__} is not allowed in a query (names, literals, comparisons only)")
-
-
-def run_query(df: pd.DataFrame, query: str) -> pd.DataFrame:
-    """``df.query(query)`` once :func:`check_query` accepted it.
-
-    Raises:
-        QueryError: a query that is not allowed, or that pandas cannot evaluate.
-    """
-    check_query(query, (str(c) for c in df.columns))
+        tree = ast.parse(text.strip(), mode="eval")
+    except (SyntaxError, ValueError) as exc:
+        raise QueryError(f"the query does not parse: {getattr(exc, 'msg', exc)}") from None
+    except (RecursionError, MemoryError):
+        raise QueryError("the query is nested too deeply") from None
+    if sum(1 for _ in ast.walk(tree)) > _MAX_NODES:
+        raise QueryError(f"the query has more than {_MAX_NODES} parts")
     try:
-        found: pd.DataFrame = df.query(query, engine="python")
-    except Exception as exc:  # pandas raises many kinds for a bad expression
-        raise QueryError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
-    return found
+        mask = _condition(tree.body, df, names)
+    except QueryError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise QueryError(f"cannot compare these values: {exc}") from None
+    if not isinstance(mask, pd.Series):
+        mask = pd.Series(bool(mask), index=df.index)
+    selected: pd.DataFrame = df[mask.fillna(False).astype(bool)]
+    return selected
+
+
+def check_query(query: str, columns: Iterable[str]) -> None:
+    """Raise :class:`QueryError` unless :func:`run_query` would accept ``query`` for these columns."""
+    import pandas as pd
+
+    run_query(pd.DataFrame(columns=list(columns)), query)
+
+
+def _condition(node: ast.expr, df: pd.DataFrame, names: dict[str, str]) -> Any:
+    """A boolean Series (or a bool) for a condition: and/or/not of comparisons, or a column of booleans."""
+    if isinstance(node, ast.BoolOp):
+        parts = [_condition(value, df, names) for value in node.values]
+        combine = operator.and_ if isinstance(node.op, ast.And) else operator.or_
+        result = parts[0]
+        for part in parts[1:]:
+            result = combine(result, part)
+        return result
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
+        inner = _condition(node.operand, df, names)
+        return not inner if isinstance(inner, bool) else ~inner
+    if isinstance(node, ast.Compare):
+        values = [_operand(item, df, names) for item in (node.left, *node.comparators)]
+        chained: Any = True
+        for op, left, right in zip(node.ops, values, values[1:], strict=False):
+            chained = chained & _compare(op, left, right)
+        return chained
+    if isinstance(node, ast.Name):
+        return _operand(node, df, names)
+    raise QueryError(f"{type(node).__name__} is not allowed in a query (names, literals, comparisons only)")
+
+
+def _operand(node: ast.expr, df: pd.DataFrame, names: dict[str, str]) -> Any:
+    if isinstance(node, ast.Name):
+        column = names.get(node.id, node.id)
+        if column not in df.columns:
+            raise QueryError(f"unknown column {column!r}")
+        return df[column]
+    if isinstance(node, ast.Constant) and (node.value is None or isinstance(node.value, (str, int, float, bool))):
+        return node.value
+    if (
+        isinstance(node, ast.UnaryOp)
+        and isinstance(node.op, (ast.USub, ast.UAdd))
+        and isinstance(node.operand, ast.Constant)
+        and isinstance(node.operand.value, (int, float))
+        and not isinstance(node.operand.value, bool)
+    ):
+        return -node.operand.value if isinstance(node.op, ast.USub) else node.operand.value
+    if isinstance(node, (ast.List, ast.Tuple)):
+        items = [_operand(item, df, names) for item in node.elts]
+        if any(hasattr(item, "index") and not isinstance(item, (str, list)) for item in items):
+            raise QueryError("a list in a query holds literals only")
+        return items
+    raise QueryError(f"{type(node).__name__} is not allowed in a query (names, literals, comparisons only)")
+
+
+def _compare(op: ast.cmpop, left: Any, right: Any) -> Any:
+    if isinstance(op, (ast.In, ast.NotIn)):
+        if not isinstance(right, list) or not hasattr(left, "isin"):
+            raise QueryError("'in' takes a column on its left and a list of literals on its right")
+        found = left.isin(right)
+        return ~found if isinstance(op, ast.NotIn) else found
+    if isinstance(left, list) or isinstance(right, list):
+        raise QueryError("a list compares only with 'in' or 'not in'")
+    compare = _COMPARE.get(type(op))
+    if compare is None:
+        raise QueryError("only ==, !=, <, <=, >, >=, in and not in compare")
+    return compare(left, right)
 
 
 # -- history ---------------------------------------------------------------------------------------------------

@@ -61,7 +61,9 @@ def inline_page(payload: dict[str, Any]) -> str:
     styles = f"<style>{static_text('uPlot.min.css')}\n{static_text('app.css')}</style>"
     scripts = "\n".join(f"<script>{_script(static_text(name))}</script>" for name in ("uPlot.iife.min.js", "app.js"))
     blob = json.dumps(payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-    inline = f"<script>window.ML_MANAGER_DATA = {_script(blob)};</script>"
+    # No '<' at all in the data: neither '</script>' nor '<!--' can change how the page's parser reads it.
+    blob = blob.replace("<", "\\u003c")
+    inline = f"<script>window.ML_MANAGER_DATA = JSON.parse({json.dumps(blob)});</script>"
     page = _STYLES.sub(lambda _: styles, page)
     page = _SCRIPTS.sub(lambda _: scripts, page)
     return page.replace("{{INLINE}}", inline)

@@ -9,6 +9,7 @@ sees it (``data.check_query``).
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 import sys
 import threading
@@ -54,17 +55,24 @@ class _State:
                 self.loaded = time.monotonic()
             return self.snapshot
 
-    def history(self, run_dir: Path) -> data.RunHistory:
-        """The run's records: what was read before is kept, only what the files gained since is parsed."""
+    def series(self, run_dir: Path, metric: str | None, **options: Any) -> dict[str, Any]:
+        """A metric's downsampled series (or, with no metric, the run's metric names), from the run's history as
+        read so far plus what its files gained since.  Under the lock: a read appends to the columns."""
         with self.lock:
-            return self.reader.read(run_dir)
+            history = self.reader.read(run_dir)
+            if not metric:
+                return {"metrics": history.metric_names()}
+            return {"metric": metric, "series": data.series(history, metric, **options)}
+
+    def details(self, run_dir: Path) -> dict[str, Any]:
+        with self.lock:
+            return run_details(run_dir, self.reader.read(run_dir))
 
 
 def make_app(base_dir: str | Path, *, host: str = "127.0.0.1") -> Starlette:
     """The application: the page, its files and the JSON API, for the runs under ``base_dir``."""
     from starlette.applications import Starlette
     from starlette.middleware import Middleware
-    from starlette.middleware.trustedhost import TrustedHostMiddleware
     from starlette.responses import HTMLResponse, JSONResponse, Response
     from starlette.routing import Route
 
@@ -72,7 +80,7 @@ def make_app(base_dir: str | Path, *, host: str = "127.0.0.1") -> Starlette:
 
     def index(request: Request) -> Response:
         page = static_text("index.html").replace("{{INLINE}}", "")
-        return HTMLResponse(page, headers=_NO_STORE)
+        return HTMLResponse(page, headers={**_NO_STORE, "Content-Security-Policy": _POLICY})
 
     def static(request: Request) -> Response:
         name = request.path_params["name"]
@@ -95,24 +103,22 @@ def make_app(base_dir: str | Path, *, host: str = "127.0.0.1") -> Starlette:
         if run_dir is None:
             return JSONResponse({"error": "no such run"}, status_code=404)
         params = request.query_params
-        history = state.history(run_dir)
-        metric = params.get("metric")
-        if not metric:
-            return JSONResponse({"metrics": history.metric_names()}, headers=_NO_STORE)
         try:
             width = min(max(int(params.get("width", "1000")), 2), 20_000)
             start = float(params["start"]) if params.get("start") else None
             end = float(params["end"]) if params.get("end") else None
-            found = data.series(history, metric, x=params.get("x", "step"), width=width, start=start, end=end)
+            found = state.series(
+                run_dir, params.get("metric"), x=params.get("x", "step"), width=width, start=start, end=end
+            )
         except (ValueError, data.QueryError) as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
-        return JSONResponse({"metric": metric, "series": found}, headers=_NO_STORE)
+        return JSONResponse(found, headers=_NO_STORE)
 
     def run_info(request: Request) -> Response:
         run_dir = run_dir_of(request)
         if run_dir is None:
             return JSONResponse({"error": "no such run"}, status_code=404)
-        return JSONResponse(run_details(run_dir, state.history(run_dir)), headers=_NO_STORE)
+        return JSONResponse(state.details(run_dir), headers=_NO_STORE)
 
     routes = [
         Route("/", index, methods=["GET"]),
@@ -121,21 +127,73 @@ def make_app(base_dir: str | Path, *, host: str = "127.0.0.1") -> Starlette:
         Route("/api/history", history, methods=["GET"]),
         Route("/api/run", run_info, methods=["GET"]),
     ]
-    middleware = [Middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts(host))]
-    return Starlette(routes=routes, middleware=middleware)
+    return Starlette(routes=routes, middleware=[Middleware(_Guard, host=host)])
 
 
 _NO_STORE = {"Cache-Control": "no-store"}
+# The page loads its own files and asks its own server; nothing inline runs, nothing else is reached.
+_POLICY = "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; base-uri 'none'"
+
+
+class _Guard:
+    """Refuses, before any work: a ``Host`` that is not a name of the bound address (DNS rebinding), and a
+    request another site's page made (``Sec-Fetch-Site``: a link or script elsewhere cannot make it work)."""
+
+    def __init__(self, app: Any, host: str) -> None:
+        self.app = app
+        self.names = set(allowed_hosts(host))
+        self.any_address = host in ("0.0.0.0", "::")
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+            problem = self.refuse(headers.get("host", ""), headers.get("sec-fetch-site", ""))
+            if problem:
+                from starlette.responses import PlainTextResponse
+
+                await PlainTextResponse(problem, status_code=400 if "Host" in problem else 403)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    def refuse(self, host_header: str, fetch_site: str) -> str | None:
+        name = host_header.strip().lower()
+        if name.startswith("["):  # [::1]:8765
+            name = name[1 : name.find("]")] if "]" in name else name
+        elif name.count(":") == 1:
+            name = name.rsplit(":", 1)[0]
+        if name not in self.names and not (self.any_address and _is_address(name)):
+            return f"Host {host_header!r} is not this server's"
+        if fetch_site in ("cross-site", "same-site"):
+            return "requests from other sites' pages are refused"
+        return None
+
+
+def _is_address(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine's loopback interface only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def allowed_hosts(host: str) -> list[str]:
     """The ``Host`` names a request may carry: the bound address, and this machine's names for it."""
-    names = {host}
-    if host in _LOOPBACK or host.startswith("127."):
+    names = {host.lower()}
+    if is_loopback(host):
         names.update(_LOOPBACK)
-    elif host in ("0.0.0.0", "::"):  # every interface: this machine's names
+    elif host in ("0.0.0.0", "::"):
         names.update(_LOOPBACK)
-        names.update({socket.gethostname(), socket.getfqdn()})
+        names.update({socket.gethostname().lower(), socket.getfqdn().lower()})
     return sorted(names)
 
 
@@ -161,14 +219,15 @@ def serve(base_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8765, op
     """Serve the page until interrupted; messages go to stderr."""
     import uvicorn
 
-    if host not in _LOOPBACK and not host.startswith("127."):
+    if not is_loopback(host):
         print(
             f"ml-manager: warning: serving on {host}: anyone who can reach this address can read every run "
             "under the base directory (an SSH tunnel to 127.0.0.1 keeps it private)",
             file=sys.stderr,
         )
     app = make_app(base_dir, host=host)
-    url = f"http://{'localhost' if host in _LOOPBACK else host}:{port}/"
+    shown = "localhost" if is_loopback(host) else f"[{host}]" if ":" in host else host
+    url = f"http://{shown}:{port}/"
     print(f"ml-manager: serving {Path(base_dir).resolve()} at {url} (Ctrl-C to stop)", file=sys.stderr)
     if open_browser:
         import webbrowser

@@ -23,24 +23,24 @@
     var p = new URLSearchParams(location.hash.slice(1));
     return {
       q: p.get("q") || "",
-      sel: (p.get("sel") || "").split(",").filter(Boolean),
+      sel: p.getAll("sel").filter(Boolean),
       x: p.get("x") || "step",
       log: p.get("log") === "1",
-      smooth: parseFloat(p.get("smooth") || "0") || 0,
+      smooth: Math.min(0.99, Math.max(0, parseFloat(p.get("smooth") || "0") || 0)),
       group: p.get("group") || "",
-      hide: (p.get("hide") || "").split(",").filter(Boolean)
+      hide: p.getAll("hide").filter(Boolean)
     };
   }
 
   function writeHash() {
     var p = new URLSearchParams();
     if (state.q) p.set("q", state.q);
-    if (state.sel.length) p.set("sel", state.sel.join(","));
+    state.sel.forEach(function (key) { p.append("sel", key); });
     if (state.x !== "step") p.set("x", state.x);
     if (state.log) p.set("log", "1");
     if (state.smooth) p.set("smooth", String(state.smooth));
     if (state.group) p.set("group", state.group);
-    if (state.hide.length) p.set("hide", state.hide.join(","));
+    state.hide.forEach(function (name) { p.append("hide", name); });
     history.replaceState(null, "", "#" + p.toString());
   }
 
@@ -107,9 +107,13 @@
     renderRows();
   }
 
+  var menuFor = "";
   function renderColumnMenu() {
-    // The columns the user chose to see: every one of the table's, shown unless unticked here.
+    // The columns the user chose to see: every one of the table's, shown unless unticked here.  Made again
+    // only when the columns change, not at every refresh (it would lose its scroll and the user's click).
     var list = $("column-list");
+    if (menuFor === table.columns.join("\u0000")) return;
+    menuFor = table.columns.join("\u0000");
     list.innerHTML = "";
     table.columns.forEach(function (name) {
       if (name === "run_id") return;
@@ -203,7 +207,7 @@
       return Promise.resolve(runs[metric] || []);
     }
     var url = "api/history?project=" + encodeURIComponent(row[0]) + "&run=" + encodeURIComponent(row[1]) +
-      "&metric=" + encodeURIComponent(metric) + "&x=" + state.x + "&width=" + width;
+      "&metric=" + encodeURIComponent(metric) + "&x=" + encodeURIComponent(state.x) + "&width=" + width;
     var range = zoom[metric];
     if (range) url += "&start=" + range[0] + "&end=" + range[1];  // the zoomed range, at full resolution
     return fetchJSON(url).then(function (body) { return body.series; });
@@ -285,14 +289,18 @@
     return drawCharts();
   }
 
-  function zoomed(metric, u) {
+  function zoomTo(metric, u, range) {
     // A drag on the chart zooms x: that range is fetched again at full resolution; a double click undoes it.
-    if (embedded || !u._mlFull) return;
-    var min = u.scales.x.min, max = u.scales.x.max;
-    var whole = min <= u._mlFull[0] && max >= u._mlFull[1];
-    zoom[metric] = whole ? null : [min, max];
-    var width = u.width;
-    drawMetric(metric, selectedRows(), width);
+    zoom[metric] = range;
+    return drawMetric(metric, selectedRows(), u.width);
+  }
+
+  function selected(metric, u) {
+    if (!u.select.width) return;
+    var range = [u.posToVal(u.select.left, "x"), u.posToVal(u.select.left + u.select.width, "x")];
+    u.setSelect({ left: 0, top: 0, width: 0, height: 0 }, false);
+    if (embedded) { u.setScale("x", { min: range[0], max: range[1] }); return; }
+    zoomTo(metric, u, range);
   }
 
   function plot(metric, lines, width) {
@@ -347,12 +355,10 @@
     var old = charts[metric];
     if (old && old.series.length === series.length && old.scales.y.distr === (state.log ? 3 : 1) &&
         old._mlX === state.x) {
-      old.setData(data, !zoom[metric]);
-      if (!zoom[metric]) old._mlFull = [data[0][0], data[0][data[0].length - 1]];
+      old.setData(data);
       return;
     }
     if (old) old.destroy();
-    zoom[metric] = null;
     var chart = new uPlot({
       width: width,
       height: 240,
@@ -361,10 +367,14 @@
       bands: bands,
       axes: [{}, { values: function (u, ticks) { return ticks.map(label); } }],
       legend: { live: false },
-      hooks: { setScale: [function (u, key) { if (key === "x") zoomed(metric, u); }] }
+      cursor: { drag: { x: true, y: false, setScale: false } },
+      hooks: { setSelect: [function (u) { selected(metric, u); }] }
     }, data, panel);
     chart._mlX = state.x;
-    chart._mlFull = [data[0][0], data[0][data[0].length - 1]];
+    chart.over.addEventListener("dblclick", function () {
+      if (embedded) { chart.setData(chart.data); return; }
+      if (zoom[metric]) zoomTo(metric, chart, null);
+    });
     charts[metric] = chart;
   }
 
@@ -378,7 +388,7 @@
       var h = document.createElement("h2");
       h.textContent = project + " / " + run + (info.wandb_url ? "" : "");
       page.appendChild(h);
-      if (info.wandb_url) {
+      if (/^https?:\/\//i.test(info.wandb_url || "")) {  // a link, never a script
         var a = document.createElement("a");
         a.href = info.wandb_url;
         a.textContent = info.wandb_url;
@@ -406,7 +416,10 @@
       render((embedded.runs || {})[project + "/" + run] || {});
       return;
     }
-    fetchJSON("api/run?project=" + encodeURIComponent(project) + "&run=" + encodeURIComponent(run)).then(render);
+    fetchJSON("api/run?project=" + encodeURIComponent(project) + "&run=" + encodeURIComponent(run)).then(render, function (e) {
+      page.hidden = false;
+      page.textContent = e.message;
+    });
   }
 
   // -- live ----------------------------------------------------------------------------------------------
@@ -439,7 +452,7 @@
       $("query").value = embedded.query ? "filtered when the report was made: " + embedded.query : "every run";
       $("x-axis").disabled = true;
     }
-    $("x-axis").onchange = function () { state.x = this.value; writeHash(); drawCharts(); };
+    $("x-axis").onchange = function () { state.x = this.value; zoom = {}; writeHash(); drawCharts(); };
     $("group-by").onchange = function () { state.group = this.value; writeHash(); redraw(); };
     $("y-scale").onchange = function () { state.log = this.value === "log"; writeHash(); drawCharts(); };
     $("smoothing").oninput = function () {
