@@ -239,7 +239,8 @@ def serving(base: Path, log: IO[bytes]) -> Iterator[tuple[str, float]]:
 
 def open_page(browser: Any, url: str) -> tuple[Any, Any]:
     """A fresh context (no cache, nothing shared) and the page at ``url``, its marks script installed."""
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    # The probes below evaluate strings in the page, which its Content-Security-Policy forbids.
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, bypass_csp=True)
     page = context.new_page()
     page.set_default_timeout(WAIT_MS)
     page.add_init_script(MARKS)
