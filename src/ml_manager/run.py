@@ -450,7 +450,7 @@ class MLRun(AsyncMethods):
         def merge(document: dict[str, Any]) -> dict[str, Any]:
             meta, wandb_info = _storage.split_config(document, config_file)
             config = restore_config(document, meta.get("python_types"))
-            stored, python_types = normalize_config(_merge_values(config, config_dict))
+            stored, python_types = normalize_config(_storage.deep_merge(config, config_dict))
             if python_types:
                 meta["python_types"] = python_types
             else:
@@ -678,14 +678,3 @@ def _attach_pickled(  # noqa: PLR0917 - pickle calls it positionally
         flush_interval=flush_interval,
         max_unflushed=max_unflushed,
     )
-
-
-def _merge_values(base: dict[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
-    """Merge a caller's (not yet normalised) values into a config, in place: mappings merge key by key."""
-    for key, value in new.items():
-        old = base.get(key)
-        if isinstance(value, Mapping) and isinstance(old, dict):
-            _merge_values(old, value)
-        else:
-            base[key] = value
-    return base

@@ -76,7 +76,7 @@ class RunOptions:
             if config and rank() == 0:
                 run.update_config(storable_config(config))  # what this job brings to the run it goes on with
             return run
-        merged = merge(self.config, storable_config(config or {}))
+        merged = _storage.deep_merge(_storage.copy_document(self.config), storable_config(config or {}))
         run = MLRun.create(
             merged, self.base_dir, self.project_name, self.entity, run_id=self.run_id, **self.create_kwargs
         )
@@ -88,7 +88,7 @@ class RunOptions:
         hook that runs on rank 0 only."""
         if (self.run_dir() / "config.toml").exists():
             return self.join()
-        merged = merge(self.config, storable_config(config or {}))
+        merged = _storage.deep_merge(_storage.copy_document(self.config), storable_config(config or {}))
         token = _dist.creating_alone.set(True)
         try:
             return MLRun.create(
@@ -116,15 +116,6 @@ _CREATE_OPTIONS = frozenset(
         "max_unflushed",
     }
 )
-
-
-def merge(base: dict[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
-    """``new`` merged over a copy of ``base``: tables key by key."""
-    merged = dict(base)
-    for key, value in new.items():
-        old = merged.get(key)
-        merged[key] = merge(old, value) if isinstance(old, dict) and isinstance(value, Mapping) else value
-    return merged
 
 
 def rank() -> int:
