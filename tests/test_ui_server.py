@@ -172,10 +172,13 @@ def test_the_default_bind_address_is_loopback() -> None:
 
 
 def test_downsampling_keeps_every_bucket_extreme_and_both_ends() -> None:
+    np = pytest.importorskip("numpy")
+
     points = [(float(i), 0.0) for i in range(100_000)]
     points[54_321] = (54_321.0, 1e9)  # one spike
     points[77_777] = (77_777.0, -1e9)  # one dip
-    kept = data.downsample(points, 500)
+    xs, ys = (np.array(column, dtype=np.float64) for column in zip(*points, strict=True))
+    kept = [points[i] for i in data.downsample_indices(xs, ys, 500).tolist()]
     assert len(kept) <= 2 * 500 + 2
     assert kept[0] == points[0]
     assert kept[-1] == points[-1]

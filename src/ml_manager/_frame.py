@@ -12,6 +12,7 @@ way, to ``config.<name>`` and ``metrics.<name>``.
 from __future__ import annotations
 
 import datetime
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import PurePath
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -157,3 +158,25 @@ def _order(record: Mapping[str, Any]) -> tuple[str, str, str]:
     # ISO text sorts chronologically for the UTC times ml_manager writes; missing times sort last.
     stamp = created.isoformat() if isinstance(created, (datetime.datetime, datetime.date)) else "~"
     return stamp, record["project_name"], record["run_id"]
+
+
+def missing(value: Any) -> bool:
+    """None, NaN, NaT, pd.NA: an empty cell of a frame."""
+    if value is None:
+        return True
+    if isinstance(value, float):
+        return math.isnan(value)
+    if isinstance(value, (str, int, list, tuple, dict)):
+        return False
+    import pandas as pd
+
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def varies(column: pd.Series[Any]) -> bool:
+    """Whether the runs do not all have the same value (a value some runs lack counts as varying)."""
+    values = {repr(value) for value in column if not missing(value)}
+    return len(values) > 1 or (len(values) == 1 and any(missing(value) for value in column))

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import _doctor
-from ._frame import flatten
+from ._frame import flatten, missing, varies
 from .errors import AmbiguousRunError, MLManagerError, RunNotFoundError
 from .project import MLProject
 from .run import MLRun
@@ -230,7 +230,7 @@ def _check_columns(df: pd.DataFrame, columns: Sequence[str]) -> None:
 def _summary(df: pd.DataFrame, project: MLProject) -> tuple[pd.DataFrame, list[str]]:
     """Ids, status, creation time, the config keys that vary between runs, the metrics; and the order in which
     to leave columns out when the table is too wide."""
-    varying = [name for name in project.config_columns if name in df.columns and _varies(df[name])]
+    varying = [name for name in project.config_columns if name in df.columns and varies(df[name])]
     columns = [
         "run_id",
         "project_name",
@@ -245,12 +245,6 @@ def _summary(df: pd.DataFrame, project: MLProject) -> tuple[pd.DataFrame, list[s
     metrics = [name for name in project.metric_columns if name in df.columns]
     drop_order = [*varying[:_MAX_VARYING_CONFIG][::-1], "created", *metrics[::-1], "status", "project_name"]
     return view, [name for name in drop_order if name in view.columns]
-
-
-def _varies(column: pd.Series[Any]) -> bool:
-    """Whether the runs do not all have the same value (a value some runs lack counts as varying)."""
-    values = {repr(value) for value in column if not _missing(value)}
-    return len(values) > 1 or (len(values) == 1 and any(_missing(value) for value in column))
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -470,7 +464,7 @@ def _cells(df: pd.DataFrame) -> list[list[str]]:
 
 
 def _cell(value: Any) -> str:
-    if _missing(value):
+    if missing(value):
         return ""
     if isinstance(value, bool):
         return str(value).lower()
@@ -489,22 +483,6 @@ def _short_time(value: Any) -> Any:
     return value
 
 
-def _missing(value: Any) -> bool:
-    """None, NaN, NaT, pd.NA: an empty cell."""
-    if value is None:
-        return True
-    if isinstance(value, float):
-        return math.isnan(value)
-    if isinstance(value, (str, int, list, tuple, dict, _Absent)):
-        return False
-    import pandas as pd
-
-    try:
-        return bool(pd.isna(value))
-    except (TypeError, ValueError):
-        return False
-
-
 def _csv(df: pd.DataFrame) -> str:
     text: str = df.to_csv(index=False, date_format="%Y-%m-%dT%H:%M:%S.%f%z")
     return text
@@ -520,7 +498,7 @@ def _json(df: pd.DataFrame) -> str:
 
 def _json_cell(value: Any) -> Any:
     # Strict JSON: an empty cell (NaN included) is null, an infinity the string "inf" or "-inf".
-    if _missing(value):
+    if missing(value):
         return None
     if isinstance(value, float) and math.isinf(value):
         return str(value)
@@ -557,8 +535,9 @@ def _report_command(args: argparse.Namespace) -> int:
         page = build_report(base_dir, query=args.query, metrics=metrics)
     except QueryError as exc:
         raise UsageError(f"bad query or metric: {exc}") from None
-    _write_file(Path(args.output), page.encode("utf-8"))
-    print(f"ml-manager: wrote {args.output} ({len(page.encode('utf-8')) / 1e6:.1f} MB)", file=sys.stderr)
+    encoded = page.encode("utf-8")
+    _write_file(Path(args.output), encoded)
+    print(f"ml-manager: wrote {args.output} ({len(encoded) / 1e6:.1f} MB)", file=sys.stderr)
     return EXIT_OK
 
 

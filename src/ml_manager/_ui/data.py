@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ml_manager import _history
+from ml_manager._frame import missing, varies
 from ml_manager.project import MLProject
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Sequence
+    from collections.abc import Callable
 
     import pandas as pd
 
@@ -57,7 +58,7 @@ class Snapshot:
             QueryError: ``query`` is not allowed or does not parse.
         """
         df = self.project.df
-        config = [c for c in self.project.config_columns if c in df.columns and _varies(df[c])]
+        config = [c for c in self.project.config_columns if c in df.columns and varies(df[c])]
         metrics = [c for c in self.project.metric_columns if c in df.columns]
         if query:
             df = run_query(df, query)
@@ -67,24 +68,12 @@ class Snapshot:
         return {"columns": names, "config": config, "metrics": metrics, "rows": rows}
 
 
-def _varies(column: pd.Series[Any]) -> bool:
-    values = {repr(v) for v in column if not _missing(v)}
-    return len(values) > 1 or (len(values) == 1 and any(_missing(v) for v in column))
-
-
-def _missing(value: Any) -> bool:
-    try:
-        return bool(value is None or (isinstance(value, float) and math.isnan(value)))
-    except TypeError:
-        return False
-
-
 def _plain(value: Any) -> Any:
     """A cell as strict JSON: missing as null, infinities as strings, datetimes as ISO text."""
     if hasattr(value, "item") and not isinstance(value, (list, dict)):
         with contextlib.suppress(ValueError, AttributeError):
             value = value.item()
-    if _missing(value) or type(value).__name__ in ("NAType", "NaTType", "_Absent"):
+    if missing(value):
         return None
     if isinstance(value, float) and math.isinf(value):
         return str(value)
@@ -155,13 +144,6 @@ def run_query(df: pd.DataFrame, query: str) -> pd.DataFrame:
         mask = pd.Series(bool(mask), index=df.index)
     selected: pd.DataFrame = df[mask.fillna(False).astype(bool)]
     return selected
-
-
-def check_query(query: str, columns: Iterable[str]) -> None:
-    """Raise :class:`QueryError` unless :func:`run_query` would accept ``query`` for these columns."""
-    import pandas as pd
-
-    run_query(pd.DataFrame(columns=list(columns)), query)
 
 
 def _condition(node: ast.expr, df: pd.DataFrame, names: dict[str, str]) -> Any:
@@ -450,15 +432,6 @@ def downsample_indices(xs: Any, ys: Any, buckets: int) -> Any:
     first_lowest = at_lowest[np.searchsorted(at_lowest, starts)]
     first_highest = at_highest[np.searchsorted(at_highest, starts)]
     return np.unique(np.concatenate(([0, n - 1], first_lowest, first_highest)))
-
-
-def downsample(points: Sequence[tuple[float, float]], buckets: int) -> list[tuple[float, float]]:
-    """:func:`downsample_indices` for a list of ``(x, y)`` points sorted by x."""
-    import numpy as np
-
-    xs = np.array([p[0] for p in points], dtype=np.float64)
-    ys = np.array([p[1] for p in points], dtype=np.float64)
-    return [points[i] for i in downsample_indices(xs, ys, buckets).tolist()]
 
 
 def as_json(value: Any) -> Any:

@@ -4,7 +4,7 @@ Security, because a tracker's UI is a known target: it binds the loopback addres
 request whose ``Host`` is not a name of the bound address is refused (DNS rebinding); only GET (and HEAD) is
 answered, with no CORS headers; a file is served only by its name in a fixed list, and a run only by the
 project and id the last scan found, never by a path taken from the request; a query is checked before pandas
-sees it (``data.check_query``).
+parses it (``data.run_query`` evaluates its checked syntax tree).
 """
 
 from __future__ import annotations
