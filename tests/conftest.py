@@ -35,9 +35,12 @@ def _hermetic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]
         "ML_MANAGER_BACKGROUND_WANDB",
         "ML_MANAGER_FLUSH_INTERVAL",
         "ML_MANAGER_MAX_UNFLUSHED",
+        "ML_MANAGER_CACHE_DIR",
+        "ML_MANAGER_NO_CACHE",
+        "XDG_CACHE_HOME",
     ):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("HOME", str(home))  # the project cache goes to home/.cache/ml_manager
     monkeypatch.setenv("NETRC", str(home / ".netrc"))
     # Disabled unless a test asks for offline: wandb stays in-process and fast.
     monkeypatch.setenv("WANDB_MODE", "disabled")

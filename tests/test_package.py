@@ -28,6 +28,7 @@ def test_errors_module_all_is_sorted_and_complete() -> None:
 DEFERRED = (
     "wandb",
     "pandas",
+    "numpy",
     "filelock",
     "rtoml",
     "tomli_w",

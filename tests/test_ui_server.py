@@ -42,7 +42,7 @@ def test_the_runs_table_lists_every_run_with_what_differs_and_the_metrics(
     client: TestClient,
 ) -> None:
     table = client.get("/api/runs").json()
-    assert table["columns"] == ["project_name", "run_id", "status", "created", "lr", "loss", "acc"]
+    assert table["columns"] == ["project_name", "run_id", "status", "created", "lr", "acc", "loss"]
     assert table["config"] == ["lr"]  # model.name is the same everywhere
     assert sorted(row[4] for row in table["rows"]) == [0.01, 0.1]
     assert {row[2] for row in table["rows"]} == {"finished"}

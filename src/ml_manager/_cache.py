@@ -1,31 +1,49 @@
-"""What a reload of an unchanged project may skip: runs whose files have not changed since they were parsed.
+"""What a project load may skip: runs whose files have not changed since they were parsed, in this process or
+in an earlier one.
 
-A run's files are identified by what ``stat`` says of them: inode, size, modification and change time in
-nanoseconds.  Every ml_manager write is an atomic replace, so a changed file is a new inode whatever the
-clock says.  A file changed *in place* by another program within one timestamp tick keeps all four; so, as
-git does for its index, an entry is only kept once its files are older than :data:`SETTLE_NS` when they are
-parsed: any later in-place change then lands in a later tick and shows.  The key is taken *before* the files
-are read, so a file replaced between the ``stat`` and the read is only read again next time, never served
-stale.
+**What is trusted.**  A run's files are identified by what ``stat`` says of them: inode, size, modification
+and change time in nanoseconds.  Every ml_manager write is an atomic replace, so a changed file is a new inode
+whatever the clock says; an edit in place by another program changes the times.  A file changed in place
+within one timestamp tick keeps all four; so, as git does for its index, a run is only cached once its files
+are older than :data:`SETTLE_NS` when they are parsed: any later in-place change then lands in a later tick and
+shows.  The run directory's own time is not used: an edit in place does not change it.
+
+**Where.**  In memory for the process, and in one file per base directory under the user's cache directory
+(``$ML_MANAGER_CACHE_DIR``, else ``$XDG_CACHE_HOME/ml_manager``, else ``~/.cache/ml_manager``), named by a
+hash of the base directory's real path: never inside the base directory, which may be read-only or shared.
+``ML_MANAGER_NO_CACHE=1`` (or ``MLProject(..., cache=False)``) keeps it in memory only.
+
+**Safe to read.**  The file is data: a fixed header, one JSON document (parsed by orjson) and raw arrays of
+numbers (``numpy.frombuffer``) — nothing in it is executed or unpickled.  A file that is not ours (another
+user's, another version's, another base directory's), truncated, corrupt (CRC-32 of everything after the
+header) or inconsistent is ignored and replaced.  Writers write a temporary file and rename it into place, so
+a reader sees a whole file or none; many processes may load and write at once.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
+import secrets
+import struct
 import threading
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from pathlib import Path
+    from ._frame import Frame
+    from ._table import RunKey, Table
 
-    from ._frame import Frame, RunRow
-
-FileKey = tuple[int, int, int, int] | None
-RunKey = tuple[FileKey, FileKey]
 SETTLE_NS = 2_000_000_000
+FileKey = tuple[int, int, int, int] | None
+
+MAGIC = b"ml_manager runs\n"
+FORMAT = 1
+_HEAD = struct.Struct("<IQQI")  # format, header length, body length, CRC-32 of header + body
 
 
-def file_key(path: str | Path) -> FileKey:
+def file_key(path: str | os.PathLike[str]) -> FileKey:
     """The identity of ``path``'s current version, or ``None`` if it does not exist."""
     try:
         return key_of(os.stat(path))
@@ -40,22 +58,106 @@ def key_of(st: os.stat_result) -> tuple[int, int, int, int]:
 
 def settled(key: RunKey, now_ns: int) -> bool:
     """Whether every file of the key is old enough that a later in-place change would show in its key."""
-    return all(k is None or now_ns - max(k[2], k[3]) > SETTLE_NS for k in key)
+    return all(
+        size < 0 or now_ns - max(mtime, ctime) > SETTLE_NS
+        for size, mtime, ctime in ((key[1], key[2], key[3]), (key[5], key[6], key[7]))
+    )
 
 
-class ProjectCache:
-    """Parsed runs and the last frame built from them, for one base directory."""
+def cache_dir(setting: bool | str | os.PathLike[str] | None) -> Path | None:
+    """Where cache files go for ``MLProject(cache=setting)``; ``None``: in memory only."""
+    if setting is False:
+        return None
+    if setting is not None and setting is not True:
+        return Path(setting)
+    if os.environ.get("ML_MANAGER_NO_CACHE", "").strip().lower() not in ("", "0", "false", "no"):
+        return None
+    chosen = os.environ.get("ML_MANAGER_CACHE_DIR")
+    if chosen:
+        return Path(chosen)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    root = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".cache"
+    return root / "ml_manager"
 
-    def __init__(self) -> None:
-        self.rows: dict[str, tuple[RunKey, RunRow]] = {}
-        self.frame: tuple[tuple[tuple[str, RunKey], ...], Frame] | None = None
+
+class Store:
+    """The cache of one base directory: the settled runs last seen, and the frame last built from them."""
+
+    def __init__(self, base: str, file: Path | None) -> None:
+        self.base, self.file = base, file
+        self.table: Table | None = None
+        self.frame: tuple[Table, Frame] | None = None
+
+    def load(self) -> Table:
+        """The settled runs last seen by this process, else by any (the cache file), else none."""
+        if self.table is None:
+            from . import _table
+
+            self.table = (self.read() if self.file is not None else None) or _table.empty()
+        return self.table
+
+    def read(self) -> Table | None:
+        """The table in the cache file, or ``None`` when there is none or it cannot be trusted."""
+        from . import _cachefile
+
+        assert self.file is not None
+        try:
+            with open(self.file, "rb") as handle:
+                if hasattr(os, "getuid") and os.fstat(handle.fileno()).st_uid != os.getuid():
+                    return None  # written by someone else: not data to rely on
+                data = handle.read()
+        except OSError:
+            return None
+        return _cachefile.decode(data, self.base, _version())
+
+    def save(self, table: Table) -> None:
+        """Keep ``table`` for this process and, where there is a cache file, write it (best effort)."""
+        self.table = table
+        if self.file is None:
+            return
+        from . import _cachefile
+
+        data = _cachefile.encode(table, self.base, _version())
+        temporary = f"{self.file}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+        try:
+            self.file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(data)
+                os.replace(temporary, self.file)
+            except BaseException:
+                _unlink(temporary)
+                raise
+        except OSError:
+            pass  # a cache that cannot be written is only slower next time
 
 
-_caches: dict[str, ProjectCache] = {}
+def _unlink(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+
+
+def _version() -> str:
+    import ml_manager
+
+    return str(ml_manager.__version__)
+
+
+_stores: dict[tuple[str, Path | None], Store] = {}
 _guard = threading.Lock()
 
 
-def cache_for(base_dir: Path) -> ProjectCache:
+def store_for(base_dir: str | os.PathLike[str], setting: bool | str | os.PathLike[str] | None) -> Store:
     """The cache of ``base_dir`` (shared by every MLProject on it in this process)."""
+    base = os.path.realpath(base_dir)
+    where = cache_dir(setting)
+    file = None if where is None else where / "projects" / (hashlib.sha256(base.encode()).hexdigest()[:32] + ".runs")
     with _guard:
-        return _caches.setdefault(os.path.abspath(base_dir), ProjectCache())
+        return _stores.setdefault((base, file), Store(base, file))
+
+
+def forget() -> None:
+    """Drop what this process keeps in memory; the next load starts from the cache files, as a new process does."""
+    with _guard:
+        _stores.clear()

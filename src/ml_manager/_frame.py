@@ -11,7 +11,6 @@ way, to ``config.<name>`` and ``metrics.<name>``.
 
 from __future__ import annotations
 
-import datetime
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import PurePath
@@ -20,20 +19,9 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 if TYPE_CHECKING:
     import pandas as pd
 
+    from ._table import Column, Table
+
 ID_COLUMNS = ("run_id", "project_name")
-# Bookkeeping for exact round-trips through MLRun.load; meaningless as a column.
-_HIDDEN_META = {"python_types"}
-
-
-class RunRow(NamedTuple):
-    """What the frame needs of one run."""
-
-    run_id: str
-    project_name: str
-    config: Mapping[str, Any]
-    metrics: Mapping[str, Any]
-    meta: Mapping[str, Any]
-    wandb: Mapping[str, Any]
 
 
 def flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -73,36 +61,83 @@ class Frame(NamedTuple):
     metric_columns: tuple[str, ...]
 
 
-def build_frame(rows: Sequence[RunRow]) -> Frame:
-    """The project table, one row per run, ordered by creation time (then project and id)."""
+def build_frame(table: Table) -> Frame:
+    """The project table: one row per run of ``table``, in its order, each column's dtype from what it holds.
+
+    A column of ints is int64; ints and floats, or numbers some runs lack, float64 (NaN where missing); booleans
+    bool; UTC times ``datetime64[us, UTC]`` (NaT where missing); text pandas' default string dtype; anything
+    else (lists, mixed kinds) object cells, NaN where missing.
+    """
     import pandas as pd
 
-    configs = [flatten(row.config) for row in rows]
-    metrics = [flatten(row.metrics) for row in rows]
-    config_names = {name for flat in configs for name in flat}
-    metric_names = {name for flat in metrics for name in flat}
+    sections = table.sections
+    config_names, metric_names = set(sections["config"]), set(sections["metrics"])
     taken = config_names | metric_names | set(ID_COLUMNS)
     config_moves = _renames(sorted(config_names & (metric_names | set(ID_COLUMNS))), taken, "config.")
     metric_moves = _renames(sorted(metric_names & set(ID_COLUMNS)), taken, "metrics.")
-
-    records = []
-    for row, config, metric in zip(rows, configs, metrics, strict=True):
-        record: dict[str, Any] = {"run_id": row.run_id, "project_name": row.project_name}
-        record.update((config_moves.get(name, name), value) for name, value in config.items())
-        record.update((metric_moves.get(name, name), value) for name, value in metric.items())
-        meta = {key: value for key, value in row.meta.items() if key not in _HIDDEN_META}
-        record.update(flatten(meta, "_meta."))
-        record.update(flatten(row.wandb, "_wandb."))
-        records.append(record)
-    records.sort(key=_order)
-    frame: pd.DataFrame = pd.DataFrame.from_records(records) if records else pd.DataFrame(columns=list(ID_COLUMNS))
-    config_columns = {config_moves.get(name, name) for name in config_names}
-    metric_columns = {metric_moves.get(name, name) for name in metric_names}
+    where = [place.partition("/") for place in table.where]
+    data: dict[str, Any] = {
+        "run_id": _text([run_id for _, _, run_id in where]),
+        "project_name": _text([project for project, _, _ in where]),
+    }
+    for name, column in sections["config"].items():
+        data[config_moves.get(name, name)] = _column(column)
+    for name, column in sections["metrics"].items():
+        data[metric_moves.get(name, name)] = _column(column)
+    for prefix, section in (("_meta.", "meta"), ("_wandb.", "wandb")):
+        for name, column in sections[section].items():
+            data[prefix + name] = _column(column)
+    frame = pd.DataFrame(data, index=pd.RangeIndex(len(table)), copy=False)
     return Frame(
         frame,
-        tuple(column for column in frame.columns if column in config_columns),
-        tuple(column for column in frame.columns if column in metric_columns),
+        tuple(config_moves.get(name, name) for name in sections["config"]),
+        tuple(metric_moves.get(name, name) for name in sections["metrics"]),
     )
+
+
+def _column(column: Column) -> Any:  # noqa: PLR0911 - one return per kind of column
+    """What pandas makes the column from: a typed array where every row holds one kind, else objects."""
+    import numpy as np
+    import pandas as pd
+
+    from ._table import BOOL, FLOAT, INT, MISSING, OBJ, STR, TIME
+
+    codes = column.codes
+    counts = np.bincount(codes, minlength=7)
+    kinds = {code for code, count in enumerate(counts.tolist()) if count}
+    ints, floats, objs = column.ints, column.floats, column.objs
+    if kinds == {INT}:
+        return ints
+    if kinds == {FLOAT}:
+        return floats
+    if kinds <= {INT, FLOAT, MISSING}:
+        numbers = np.full(len(codes), np.nan)
+        if ints is not None:
+            numbers = np.where(codes == INT, ints.astype(np.float64), numbers)
+        if floats is not None:
+            numbers = np.where(codes == FLOAT, floats, numbers)
+        return numbers
+    if kinds == {BOOL}:
+        return ints.astype(bool)  # type: ignore[union-attr]
+    if kinds <= {TIME, MISSING}:
+        times = np.where(codes == TIME, ints, np.iinfo(np.int64).min).view("M8[us]")  # type: ignore[arg-type]
+        return pd.DatetimeIndex(times).tz_localize("UTC")
+    if kinds in ({STR}, {OBJ}):
+        return objs.copy()  # type: ignore[union-attr]
+    if kinds <= {STR, MISSING} or kinds <= {OBJ, MISSING}:
+        return np.where(codes == MISSING, np.nan, objs)  # type: ignore[arg-type]
+    cells = np.empty(len(codes), object)
+    for row in range(len(codes)):
+        cells[row] = np.nan if codes[row] == MISSING else column.value(row)
+    return cells
+
+
+def _text(values: list[str]) -> Any:
+    import numpy as np
+
+    array = np.empty(len(values), object)
+    array[:] = values
+    return array
 
 
 HISTORY_COLUMNS = ("step", "time", "writer")
@@ -151,13 +186,6 @@ def history_frame(
     frame["time"] = pd.to_datetime(frame["time"], unit="s", utc=True)
     ordered: pd.DataFrame = frame.sort_values(["time", "writer"], kind="stable", ignore_index=True)
     return ordered
-
-
-def _order(record: Mapping[str, Any]) -> tuple[str, str, str]:
-    created = record.get("_meta.created_at")
-    # ISO text sorts chronologically for the UTC times ml_manager writes; missing times sort last.
-    stamp = created.isoformat() if isinstance(created, (datetime.datetime, datetime.date)) else "~"
-    return stamp, record["project_name"], record["run_id"]
 
 
 def missing(value: Any) -> bool:

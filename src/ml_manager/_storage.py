@@ -96,7 +96,9 @@ def read_toml(path: str | Path) -> dict[str, Any]:
     return read_toml_keyed(path)[0]
 
 
-def read_toml_keyed(path: str | Path) -> tuple[dict[str, Any], FileKey]:
+def read_toml_keyed(
+    path: str | Path, parse: Callable[[str], dict[str, Any]] = parse_toml
+) -> tuple[dict[str, Any], FileKey]:
     """:func:`read_toml`, with the identity (:func:`file_key`) of the very version of the file it read."""
     try:
         stat, data = _read_bytes(path)
@@ -111,7 +113,7 @@ def read_toml_keyed(path: str | Path) -> tuple[dict[str, Any], FileKey]:
     except UnicodeDecodeError as exc:
         raise CorruptRunFileError(str(path), f"not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
     try:
-        document = parse_toml(text)
+        document = parse(text)
     except ValueError as exc:
         raise CorruptRunFileError(str(path), f"not valid TOML ({exc})") from exc
     return document, key_of(stat)
@@ -139,10 +141,13 @@ def _read_bytes(path: str | Path) -> tuple[os.stat_result, bytes]:
 _REPLACED_TRIES = 20
 
 
-def read_run_files(run_dir: str) -> tuple[dict[str, Any], dict[str, Any], tuple[FileKey, FileKey]]:
+def read_run_files(
+    run_dir: str, parse: Callable[[str], dict[str, Any]] = parse_toml
+) -> tuple[dict[str, Any], dict[str, Any], tuple[FileKey, FileKey]]:
     """Parse a run's ``config.toml`` and ``metrics.toml`` (missing: empty), with the identity of each version.
 
-    Plain strings, no :class:`~pathlib.Path`: a project load calls this once per run.
+    Plain strings, no :class:`~pathlib.Path`: a project load calls this once per run, with a ``parse`` that
+    leaves datetimes' time zones as the parser gives them (the project table converts them itself).
 
     Raises:
         FileNotFoundError: the run has no data files at all (it does not exist, or is still being created).
@@ -152,14 +157,14 @@ def read_run_files(run_dir: str) -> tuple[dict[str, Any], dict[str, Any], tuple[
     metrics_file = os.path.join(run_dir, METRICS_FILE)
     try:
         # Missing is "being created" unless the run has written anything else.
-        config, config_key = _read_again_if_missing(config_file, run_dir, evidence=(METRICS_FILE, HISTORY_DIR))
+        config, config_key = _read_again_if_missing(config_file, run_dir, (METRICS_FILE, HISTORY_DIR), parse)
     except FileNotFoundError:
         if os.path.exists(metrics_file):
             raise CorruptRunFileError(config_file, "missing, though metrics.toml exists") from None
         raise
     try:
         # Missing is "no metrics yet" unless the run has logged records (its history says so).
-        metrics, metrics_key = _read_again_if_missing(metrics_file, run_dir, evidence=(HISTORY_DIR,))
+        metrics, metrics_key = _read_again_if_missing(metrics_file, run_dir, (HISTORY_DIR,), parse)
     except FileNotFoundError:
         metrics, metrics_key = {}, None
     return config, metrics, (config_key, metrics_key)
@@ -170,17 +175,19 @@ def read_run_files(run_dir: str) -> tuple[dict[str, Any], dict[str, Any], tuple[
 _MISSING_FOR = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1)
 
 
-def _read_again_if_missing(path: str, run_dir: str, *, evidence: tuple[str, ...]) -> tuple[dict[str, Any], FileKey]:
+def _read_again_if_missing(
+    path: str, run_dir: str, evidence: tuple[str, ...], parse: Callable[[str], dict[str, Any]]
+) -> tuple[dict[str, Any], FileKey]:
     """:func:`read_toml_keyed`; on a shared filesystem a missing file that should exist is looked for again.
 
     It should exist when any of ``evidence`` (names in ``run_dir``) does.
     """
     try:
-        return read_toml_keyed(path)
+        return read_toml_keyed(path, parse)
     except FileNotFoundError:
         if not any(os.path.exists(os.path.join(run_dir, name)) for name in evidence) or not _fs.is_shared(run_dir):
             raise
-    found = _look_again(lambda: read_toml_keyed(path), _MISSING_FOR)
+    found = _look_again(lambda: read_toml_keyed(path, parse), _MISSING_FOR)
     if found is None:
         raise FileNotFoundError(errno.ENOENT, "No such file or directory", path)
     return found

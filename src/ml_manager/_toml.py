@@ -44,6 +44,18 @@ def parse_toml(text: str) -> dict[str, Any]:
     return document
 
 
+def parse_toml_as_is(text: str) -> dict[str, Any]:
+    """Parse TOML text, leaving aware datetimes on the parser's own tzinfo class.
+
+    Raises:
+        ValueError: the text is not valid TOML.
+    """
+    import rtoml
+
+    document: dict[str, Any] = rtoml.loads(text)
+    return document
+
+
 def dumps(document: Mapping[str, Any]) -> str:
     """``document`` as TOML text.
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import gc
 import os
 import sys
 import time
@@ -11,12 +13,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, overload
 
 from . import _cache, _fs, _history, _storage
-from ._frame import RunRow, build_frame, history_frame
+from ._frame import Frame, build_frame, history_frame
+from ._toml import parse_toml_as_is
 from ._values import restore_config
 from .errors import CorruptRunFileError, MLManagerWarning
 from .run import MLRun
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     import pandas as pd
 
 
@@ -26,6 +31,16 @@ class MLProject:
     Loading takes no lock: each file is read whole, as it was before or after any concurrent update.  A run
     whose files cannot be read is skipped with one warning and listed in :attr:`skipped`; a directory still
     being created (no ``config.toml`` yet) is skipped silently.
+
+    Runs already parsed by this process or an earlier one are not parsed again while their files are
+    unchanged: a cache of parsed runs lives in the user's cache directory (see ``cache``).
+
+    Args:
+        base_dir: the root of all projects.
+        cache: where the cache of parsed runs is kept between processes: ``None`` (the default) for
+            ``$ML_MANAGER_CACHE_DIR``, else ``$XDG_CACHE_HOME/ml_manager``, else ``~/.cache/ml_manager``
+            (``ML_MANAGER_NO_CACHE=1`` turns it off); a directory; or ``False`` to keep it in memory only.
+            The cache never changes what is loaded, only how fast.
 
     Example::
 
@@ -41,8 +56,9 @@ class MLProject:
         metric_columns: the columns of :attr:`df` that hold metrics, in column order.
     """
 
-    def __init__(self, base_dir: str | os.PathLike[str]) -> None:
+    def __init__(self, base_dir: str | os.PathLike[str], *, cache: bool | str | os.PathLike[str] | None = None) -> None:
         self.base_dir = Path(base_dir)
+        self._cache = cache
         self.skipped: list[CorruptRunFileError] = []
         self.config_columns: tuple[str, ...] = ()
         self.metric_columns: tuple[str, ...] = ()
@@ -63,59 +79,73 @@ class MLProject:
         """
         if not self.base_dir.is_dir():
             raise FileNotFoundError(errno.ENOENT, "no such base directory", str(self.base_dir))
-        _fs.forget()  # which mounts cache sizes: looked up again, once per mount, for this load
-        rows: list[RunRow] = []
-        skipped: list[CorruptRunFileError] = []
-        cache, now = _cache.cache_for(self.base_dir), time.time_ns()
-        signature: list[tuple[str, _cache.RunKey]] = []
-        all_settled = True
-        fresh_rows: dict[str, tuple[_cache.RunKey, RunRow]] = {}
-        run_dirs = self._run_dirs(skipped)
-        progress = _Progress(len(run_dirs))
-        config_name, metrics_name = os.sep + _storage.CONFIG_FILE, os.sep + _storage.METRICS_FILE
-        for where, project_name in run_dirs:
-            progress.step()
-            hit = cache.rows.get(where)
-            if hit is not None:
-                # Plain strings on this path: a reload of an unchanged project is little more than the stats.
-                key = (_cache.file_key(where + config_name), _cache.file_key(where + metrics_name))
-                if hit[0] == key:
-                    # Only settled entries are cached, and unchanged files stay settled.
-                    fresh_rows[where] = hit
-                    signature.append((where, key))
-                    rows.append(hit[1])
-                    continue
-            try:
-                row, key = _read_row(where, project_name)
-            except FileNotFoundError:
-                continue  # still being created, or removed while we looked
-            except CorruptRunFileError as exc:
-                skipped.append(exc)
-                warnings.warn(f"skipping run {where}: {exc}", MLManagerWarning, stacklevel=3)
-                continue
-            if _cache.settled(key, now):
-                fresh_rows[where] = (key, row)
-            else:
-                all_settled = False
-            signature.append((where, key))
-            rows.append(row)
-        progress.done()
-        cache.rows = fresh_rows
-        self.skipped = skipped
-        unchanged = tuple(signature)
-        if cache.frame is not None and cache.frame[0] == unchanged and not skipped:
-            frame = cache.frame[1]
-        else:
-            frame = build_frame(rows)
-            cache.frame = (unchanged, frame) if all_settled and not skipped else None
+        with _gc_paused():  # a load makes millions of objects and keeps them: collecting meanwhile finds nothing
+            frame = self._load()
         self.df = frame.df.copy()  # the cache keeps its own copy, whatever the caller does with this one
         self.config_columns, self.metric_columns = frame.config_columns, frame.metric_columns
         return self.df
 
+    def _load(self) -> Frame:
+        from . import _table  # numpy: imported by the first load, not by `import ml_manager`
+
+        _fs.forget()  # which mounts cache sizes: looked up again, once per mount, for this load
+        skipped: list[CorruptRunFileError] = []
+        store = _cache.store_for(self.base_dir, self._cache)
+        cached = store.load()
+        known, known_keys = cached.rows, cached.keys
+        kept: list[int] = []
+        parsed: list[_table.Parsed] = []
+        run_dirs = self._run_dirs(skipped)
+        progress = _Progress(len(run_dirs))
+        config_name, metrics_name = os.sep + _storage.CONFIG_FILE, os.sep + _storage.METRICS_FILE
+        for where, run_dir in run_dirs:
+            progress.step()
+            row = known.get(where)
+            if row is not None and _run_key(run_dir + config_name, run_dir + metrics_name) == known_keys[row]:
+                kept.append(row)  # only settled runs are cached, and unchanged files stay settled
+                continue
+            try:
+                parsed.append(_parse(run_dir, where))
+            except FileNotFoundError:
+                continue  # still being created, or removed while we looked
+            except CorruptRunFileError as exc:
+                skipped.append(exc)
+                warnings.warn(f"skipping run {run_dir}: {exc}", MLManagerWarning, stacklevel=4)
+        progress.done()
+        self.skipped = skipped
+        table = self._refresh(store, cached, kept, parsed)
+        if store.frame is not None and store.frame[0] is table:
+            frame = store.frame[1]
+        else:
+            frame = build_frame(table)
+            store.frame = (table, frame)
+        return frame
+
+    @staticmethod
+    def _refresh(store: _cache.Store, cached: Any, kept: list[int], parsed: list[Any]) -> Any:
+        """The table of this load, from the cached rows still valid and the runs parsed; the cache is updated with
+        what of it has settled."""
+        import numpy as np
+
+        from . import _table
+
+        if len(kept) == len(cached) and not parsed:
+            return cached  # nothing changed: the frame built last time is still right
+        unchanged = cached if len(kept) == len(cached) else cached.take(np.sort(np.asarray(kept, np.intp)))
+        now = time.time_ns()
+        fresh = [run for run in parsed if _cache.settled(run.key, now)]
+        settled = _table.merge(unchanged, _table.from_parsed(fresh))
+        if fresh or len(kept) != len(cached):
+            store.save(settled)
+        if len(fresh) == len(parsed):
+            return settled
+        return _table.merge(unchanged, _table.from_parsed(parsed))
+
     def _run_dirs(self, skipped: list[CorruptRunFileError]) -> list[tuple[str, str]]:
+        """``(project/run_id, run directory)`` of every run, by project then id."""
         found: list[tuple[str, str]] = []
         for project_name, project_dir in _subdirs(str(self.base_dir), skipped):
-            found.extend((run_dir, project_name) for _, run_dir in _subdirs(project_dir, skipped))
+            found.extend((f"{project_name}/{name}", run_dir) for name, run_dir in _subdirs(project_dir, skipped))
         return found
 
     @overload
@@ -177,12 +207,41 @@ class MLProject:
         return f"MLProject(base_dir={str(self.base_dir)!r}, runs={len(self.df)})"
 
 
-def _read_row(run_dir: str, project_name: str) -> tuple[RunRow, _cache.RunKey]:
-    """One run's row, with the identity of the file versions it was read from (the key of the cache)."""
-    config, metrics, key = _storage.read_run_files(run_dir)
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _run_key(config_file: str, metrics_file: str) -> tuple[int, ...]:
+    """The identity of a run's two files as they are now (see :mod:`ml_manager._cache`)."""
+    try:
+        c = os.stat(config_file)
+    except FileNotFoundError:
+        return ()  # never a cached key: the run is read (and found gone, or being created)
+    try:
+        m = os.stat(metrics_file)
+    except FileNotFoundError:
+        return (c.st_ino, c.st_size, c.st_mtime_ns, c.st_ctime_ns, -1, -1, -1, -1)  # as _table.NO_FILE
+    return (
+        c.st_ino, c.st_size, c.st_mtime_ns, c.st_ctime_ns, m.st_ino, m.st_size, m.st_mtime_ns, m.st_ctime_ns
+    )  # fmt: skip
+
+
+def _parse(run_dir: str, where: str) -> Any:
+    """One run as read from its files, with the identity of the file versions it was read from."""
+    from . import _table
+
+    config, metrics, (config_key, metrics_key) = _storage.read_run_files(run_dir, parse_toml_as_is)
     meta, wandb_info = _storage.split_config(config, os.path.join(run_dir, _storage.CONFIG_FILE))
     config = restore_config(config, meta.get("python_types"))
-    return RunRow(os.path.basename(run_dir), project_name, config, metrics, meta, wandb_info), key
+    key = (*(config_key or _table.NO_FILE), *(metrics_key or _table.NO_FILE))
+    return _table.Parsed(where, key, config, metrics, meta, wandb_info)
 
 
 class _Progress:
@@ -220,7 +279,7 @@ def _subdirs(directory: str, skipped: list[CorruptRunFileError]) -> list[tuple[s
     except OSError as exc:
         error = CorruptRunFileError(directory, exc.strerror or str(exc))
         skipped.append(error)
-        warnings.warn(f"skipping {directory}: {error}", MLManagerWarning, stacklevel=4)
+        warnings.warn(f"skipping {directory}: {error}", MLManagerWarning, stacklevel=5)
         return []
 
 

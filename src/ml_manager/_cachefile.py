@@ -1,0 +1,273 @@
+"""The cache file of a project: a :class:`~ml_manager._table.Table` as bytes, and back.
+
+Layout: :data:`~ml_manager._cache.MAGIC`, then ``<format u32, header length u64, body length u64, CRC-32
+u32>``, then the header — one JSON document — and the body — the raw little-endian arrays the header points
+into: per column its type codes (uint8), ints (int64), floats (float64) and where its text rows are in the
+column's distinct texts (uint32); per run its file identity (8 int64).  Texts, lists and other cells are in
+the header; a cell JSON cannot hold exactly (a tuple, a datetime, NaN inside a list) is written as a tagged
+tree, ``["t", [...]]``, and only such cells are decoded one by one.  A run with a value none of this can hold
+is left out of the file (it is parsed again next time).
+
+Decoding trusts nothing: any inconsistency makes :func:`decode` return ``None``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+import zlib
+from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import orjson
+
+from ._cache import _HEAD, FORMAT, MAGIC
+from ._table import BOOL, FLOAT, INT, OBJ, SECTIONS, STR, TIME, Column, Table
+
+if TYPE_CHECKING:
+    from numpy.typing import NDArray
+
+_ENDIAN: Literal["<"] = "<"
+
+
+class _Unstorable(Exception):
+    """A cell the file has no form for."""
+
+
+def encode(table: Table, base: str, version: str) -> bytes:
+    """The file of ``table`` (runs with a value the file cannot hold are left out)."""
+    try:
+        return _encode(table, base, version)
+    except _Unstorable:
+        pass
+    keep = np.array([row for row in range(len(table)) if _storable(table, row)], np.intp)
+    return _encode(table.take(keep), base, version)
+
+
+def _storable(table: Table, row: int) -> bool:
+    for columns in table.sections.values():
+        for column in columns.values():
+            if column.codes[row] == OBJ:
+                try:
+                    _tag(column.objs[row])  # type: ignore[index]
+                except _Unstorable:
+                    return False
+    return True
+
+
+def _encode(table: Table, base: str, version: str) -> bytes:
+    body = bytearray()
+
+    def put(array: NDArray[Any]) -> int:
+        at = len(body)
+        body.extend(array.astype(array.dtype.newbyteorder(_ENDIAN), copy=False).tobytes())
+        return at
+
+    sections: dict[str, list[Any]] = {}
+    for section in SECTIONS:
+        described = []
+        for name, column in table.sections[section].items():
+            codes = column.codes
+            entry: dict[str, Any] = {"code": int(codes[0])} if _uniform(codes) else {"codes": put(codes)}
+            if column.ints is not None:
+                entry["ints"] = put(column.ints)
+            if column.floats is not None:
+                entry["floats"] = put(column.floats)
+            if column.objs is not None:
+                texts = column.objs[codes == STR].tolist()
+                if texts:
+                    distinct = list(dict.fromkeys(texts))
+                    index = {text: at for at, text in enumerate(distinct)}
+                    entry["texts"] = distinct
+                    entry["text_at"] = put(np.fromiter(map(index.__getitem__, texts), np.uint32, len(texts)))
+                cells = column.objs[codes == OBJ].tolist()
+                if cells:
+                    entry["cells"], entry["tagged"] = _cells(cells)
+            described.append([name, entry])
+        sections[section] = described
+    keys = np.array(table.keys, np.int64).reshape(len(table), 8)
+    header = {
+        "ml_manager": version,
+        "base": base,
+        "rows": len(table),
+        "where": table.where,
+        "keys": put(keys),
+        "sections": sections,
+    }
+    text = orjson.dumps(header)
+    crc = zlib.crc32(body, zlib.crc32(text))
+    return MAGIC + _HEAD.pack(FORMAT, len(text), len(body), crc) + text + bytes(body)
+
+
+def _uniform(codes: NDArray[np.uint8]) -> bool:
+    return bool(len(codes)) and not (codes != codes[0]).any()
+
+
+def _cells(cells: list[Any]) -> tuple[list[Any], list[int]]:
+    """The cells as JSON gives them back exactly, and which of them are tagged trees."""
+    try:
+        if orjson.loads(orjson.dumps(cells)) == cells:  # no tuple, datetime, NaN, path...: the usual case
+            return cells, []
+    except (TypeError, ValueError):
+        pass  # something JSON cannot hold at all: cell by cell
+    out, tagged = [], []
+    for at, cell in enumerate(cells):
+        if _plain(cell):
+            out.append(cell)
+        else:
+            out.append(_tag(cell))
+            tagged.append(at)
+    return out, tagged
+
+
+def _plain(value: Any) -> bool:
+    """Whether JSON gives ``value`` back exactly."""
+    kind = type(value)
+    if kind is str or kind is bool or value is None:
+        return True
+    if kind is int:
+        return bool(-(2**63) <= value < 2**63)
+    if kind is float:
+        return math.isfinite(value)
+    if kind is list:
+        return all(map(_plain, value))
+    if kind is dict:
+        return all(type(key) is str and _plain(item) for key, item in value.items())
+    return False
+
+
+def _tag(value: Any) -> list[Any]:  # noqa: PLR0911 - one return per kind
+    kind = type(value)
+    if kind is str or kind is bool or value is None:
+        return ["v", value]
+    if kind is int:
+        return ["v", value] if -(2**63) <= value < 2**63 else ["I", str(value)]
+    if kind is float:
+        return ["v", value] if math.isfinite(value) else ["F", repr(value)]
+    if kind is list or kind is tuple:
+        return ["l" if kind is list else "t", [_tag(item) for item in value]]
+    if kind is dict and all(type(key) is str for key in value):
+        return ["d", [[key, _tag(item)] for key, item in value.items()]]
+    if kind in _TIMES:
+        return [_TIMES[kind], value.isoformat()]
+    if isinstance(value, PurePosixPath | PureWindowsPath):
+        return ["p", str(value)]
+    raise _Unstorable(kind.__name__)
+
+
+_TIMES = {datetime.datetime: "dt", datetime.date: "da", datetime.time: "ti"}
+_FROM_ISO = {
+    "dt": datetime.datetime.fromisoformat,
+    "da": datetime.date.fromisoformat,
+    "ti": datetime.time.fromisoformat,
+}
+
+
+def _untag(tree: Any) -> Any:  # noqa: PLR0911 - one return per tag
+    tag, value = tree  # anything malformed raises, and the file is ignored
+    if tag == "v":
+        if type(value) not in (str, bool, int, float) and value is not None:
+            raise ValueError("not a scalar")
+        return value
+    if tag == "I":
+        return int(value)
+    if tag == "F":
+        return float(value)
+    if tag == "l":
+        return [_untag(item) for item in value]
+    if tag == "t":
+        return tuple(_untag(item) for item in value)
+    if tag == "d":
+        return {str(key): _untag(item) for key, item in value}
+    if tag in _FROM_ISO:
+        return _FROM_ISO[tag](value)
+    if tag == "p":
+        return Path(value)
+    raise ValueError(f"unknown tag {tag!r}")
+
+
+def decode(data: bytes, base: str, version: str) -> Table | None:
+    """The table in ``data``, or ``None`` if it is not a whole, consistent cache of ``base`` by ``version``."""
+    try:
+        return _decode(data, base, version)
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError, RecursionError):
+        return None
+
+
+def _decode(data: bytes, base: str, version: str) -> Table | None:  # noqa: PLR0911 - one return per check
+    start = len(MAGIC) + _HEAD.size
+    if not data.startswith(MAGIC) or len(data) < start:
+        return None
+    format_, header_size, body_size, crc = _HEAD.unpack_from(data, len(MAGIC))
+    if format_ != FORMAT or len(data) != start + header_size + body_size:
+        return None
+    view = memoryview(data)
+    text, body = view[start : start + header_size], view[start + header_size :]
+    if zlib.crc32(body, zlib.crc32(text)) != crc:
+        return None
+    header = orjson.loads(text)
+    if header["ml_manager"] != version or header["base"] != base:
+        return None
+    n = header["rows"]
+    where = header["where"]
+    if type(n) is not int or type(where) is not list or len(where) != n or len(set(where)) != n:
+        return None
+    if not all(type(place) is str for place in where):
+        return None
+
+    def get(at: Any, dtype: str, count: int) -> NDArray[Any]:
+        if type(at) is not int or at < 0:
+            raise ValueError("bad offset")
+        array = np.frombuffer(body, np.dtype(_ENDIAN + dtype), count, at)  # raises past the end
+        return array.astype(array.dtype.newbyteorder("="), copy=False)
+
+    keys = [tuple(key) for key in get(header["keys"], "i8", 8 * n).reshape(n, 8).tolist()]
+    sections: dict[str, dict[str, Column]] = {}
+    for section in SECTIONS:
+        columns: dict[str, Column] = {}
+        for name, entry in header["sections"][section]:
+            if type(name) is not str or name in columns:
+                return None
+            columns[name] = _column(entry, n, get)
+        sections[section] = columns
+    return Table(where, keys, sections)
+
+
+def _column(entry: dict[str, Any], n: int, get: Any) -> Column:
+    if "code" in entry:
+        if type(entry["code"]) is not int:
+            raise ValueError("bad type code")
+        codes = np.full(n, entry["code"], np.uint8)
+    else:
+        codes = get(entry["codes"], "u1", n)
+    counts = np.bincount(codes, minlength=OBJ + 1)
+    if len(counts) > OBJ + 1 or not counts[1:].any():
+        raise ValueError("bad type codes")
+    ints = get(entry["ints"], "i8", n) if "ints" in entry else None
+    floats = get(entry["floats"], "f8", n) if "floats" in entry else None
+    if (ints is None) != (counts[INT] + counts[BOOL] + counts[TIME] == 0) or (floats is None) != (counts[FLOAT] == 0):
+        raise ValueError("arrays do not match the type codes")
+    objs = None
+    if counts[STR] or counts[OBJ]:
+        objs = np.empty(n, object)
+        if counts[STR]:
+            texts = entry["texts"]
+            if not all(type(text) is str for text in texts):
+                raise ValueError("a text that is not one")
+            at = get(entry["text_at"], "u4", int(counts[STR]))
+            distinct = np.empty(len(texts), object)
+            distinct[:] = texts
+            objs[codes == STR] = distinct[at]  # an index past the texts raises
+        if counts[OBJ]:
+            cells = entry["cells"]
+            if type(cells) is not list or len(cells) != counts[OBJ]:
+                raise ValueError("cells do not match the type codes")
+            for at in entry["tagged"]:
+                cells[at] = _untag(cells[at])
+            placed = np.empty(len(cells), object)
+            placed[:] = cells
+            objs[codes == OBJ] = placed
+    elif "texts" in entry or "cells" in entry:
+        raise ValueError("cells do not match the type codes")
+    return Column(codes, ints, floats, objs)
