@@ -54,8 +54,8 @@ def _runs(base_dir: Path, n: int, project: str = "demo") -> list[MLRun]:
     return runs
 
 
-def _cache_files() -> list[Path]:
-    return sorted((Path.home() / ".cache" / "ml_manager" / "projects").glob("*.runs"))
+def _cache_files(suffix: str = ".runs") -> list[Path]:
+    return sorted((Path.home() / ".cache" / "ml_manager" / "projects").glob(f"*{suffix}"))
 
 
 def _restarted(base_dir: Path) -> pd.DataFrame:
@@ -419,10 +419,91 @@ def test_a_run_with_a_value_the_file_cannot_hold_is_left_out_of_it() -> None:
         _table.Parsed("p/b", key, {"x": 2}, {"acc": 0.5}, {}, {}),
     ]
     data = _cachefile.encode(_table.from_parsed(runs), "/base", "1.0")
-    table = _cachefile.decode(data, "/base", "1.0")
-    assert table is not None
+    decoded = _cachefile.decode(data, "/base", "1.0")
+    assert decoded is not None
+    table = decoded[0]
     assert table.where == ["p/b"]
     assert list(table.sections["config"]) == ["x"]  # the left-out run's only column goes with it
     assert table.sections["metrics"]["acc"].value(0) == 0.5
     assert _cachefile.decode(data, "/other", "1.0") is None
     assert _cachefile.decode(data, "/base", "1.1") is None
+
+
+@pytest.mark.usefixtures("settled")
+def test_a_few_changes_to_a_large_cache_are_written_as_a_delta(
+    base_dir: Path, parses: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runs = _runs(base_dir, 6)
+    MLProject(base_dir)
+    (full,) = _cache_files()
+    written = full.read_bytes()
+    MLRun.load(runs[0].run_id, base_dir).add_metrics({"acc": 0.75})
+    shutil.rmtree(runs[1].run_dir)
+    added = _runs(base_dir, 1)[0]
+    MLProject(base_dir)
+    assert full.read_bytes() == written  # the full file stays; the changes go to the delta
+    (delta,) = _cache_files(".delta")
+    parses.clear()
+    df = _restarted(base_dir)
+    assert parses == []
+    _same_as_without_cache(df, base_dir)
+    assert set(df["run_id"]) == {run.run_id for run in runs if run is not runs[1]} | {added.run_id}
+
+    delta.write_bytes(delta.read_bytes()[:-3])  # a damaged delta: only the changed runs are read again
+    parses.clear()
+    df = _restarted(base_dir)
+    assert sorted(parses) == sorted([runs[0].run_id, added.run_id])
+    _same_as_without_cache(df, base_dir)
+
+    monkeypatch.setattr(_cache, "_DELTA_ROWS", 0)  # too many changes for a delta: the full file is rewritten
+    MLRun.load(runs[2].run_id, base_dir).add_metrics({"acc": 0.25})
+    _restarted(base_dir)
+    assert full.read_bytes() != written
+    assert not _cache_files(".delta")
+    parses.clear()
+    df = _restarted(base_dir)
+    assert parses == []
+    _same_as_without_cache(df, base_dir)
+
+
+@pytest.mark.usefixtures("settled")
+def test_a_delta_made_for_another_full_file_is_ignored(base_dir: Path, parses: list[str]) -> None:
+    runs = _runs(base_dir, 3)
+    MLProject(base_dir)
+    MLRun.load(runs[0].run_id, base_dir).add_metrics({"acc": 0.75})
+    MLProject(base_dir)
+    (delta,) = _cache_files(".delta")
+    kept = delta.read_bytes()
+    MLRun.load(runs[0].run_id, base_dir).add_metrics({"acc": 0.5})
+    _cache.forget()
+    for path in _cache_files():
+        path.unlink()
+    MLProject(base_dir)  # another process rebuilt the full file; the old delta (acc 0.75) is back
+    delta.write_bytes(kept)
+    parses.clear()
+    df = _restarted(base_dir)
+    assert parses == []  # applied, the stale delta would have replaced the run by an outdated version
+    _same_as_without_cache(df, base_dir)
+
+
+@pytest.mark.usefixtures("settled")
+@pytest.mark.parametrize("interpreter", ["python", "not python"])
+def test_a_large_cached_project_is_listed_in_a_second_interpreter_or_here(
+    base_dir: Path, parses: list[str], monkeypatch: pytest.MonkeyPatch, interpreter: str
+) -> None:
+    from ml_manager import _scan, project
+
+    runs = _runs(base_dir, 4)
+    MLProject(base_dir)
+    MLRun.load(runs[3].run_id, base_dir).add_metrics({"acc": 0.5})
+    monkeypatch.setattr(project, "_SCAN_ASIDE_FROM", 0)
+    if interpreter == "not python":
+        monkeypatch.setattr(sys, "executable", shutil.which("true") or "/bin/true")
+    listed_here: list[str] = []
+    real_scan = _scan.scan
+    monkeypatch.setattr(_scan, "scan", lambda base, errors: listed_here.append(base) or real_scan(base, errors))
+    parses.clear()
+    df = _restarted(base_dir)
+    assert parses == [runs[3].run_id]
+    assert listed_here == ([] if interpreter == "python" else [str(base_dir)])
+    _same_as_without_cache(df, base_dir)

@@ -29,13 +29,14 @@ import secrets
 import struct
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ._frame import Frame
     from ._table import RunKey, Table
 
 SETTLE_NS = 2_000_000_000
+INODE_MASK = (1 << 63) - 1  # as the listing of runs folds it: the key is kept as signed 64-bit integers
 FileKey = tuple[int, int, int, int] | None
 
 MAGIC = b"ml_manager runs\n"
@@ -53,7 +54,7 @@ def file_key(path: str | os.PathLike[str]) -> FileKey:
 
 def key_of(st: os.stat_result) -> tuple[int, int, int, int]:
     """The identity of the file version a ``stat``/``fstat`` result describes."""
-    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    return (st.st_ino & INODE_MASK, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def settled(key: RunKey, now_ns: int) -> bool:
@@ -81,56 +82,117 @@ def cache_dir(setting: bool | str | os.PathLike[str] | None) -> Path | None:
 
 
 class Store:
-    """The cache of one base directory: the settled runs last seen, and the frame last built from them."""
+    """The cache of one base directory: the settled runs last seen, and the frame last built from them.
+
+    On disk: the runs as of the last full write (``<name>.runs``), and what changed since (``<name>.delta``:
+    the runs added or changed, and those of the full file that are gone), so that a few changed runs in a large
+    project cost a small write.  The delta names the full file it applies to; with another, it is ignored.
+    """
 
     def __init__(self, base: str, file: Path | None) -> None:
         self.base, self.file = base, file
+        self.delta = None if file is None else file.with_suffix(".delta")
         self.table: Table | None = None
         self.frame: tuple[Table, Frame] | None = None
+        self.full: tuple[Table, str] | None = None  # the full file as read or written, and its id
 
     def load(self) -> Table:
-        """The settled runs last seen by this process, else by any (the cache file), else none."""
+        """The settled runs last seen by this process, else by any (the cache files), else none."""
         if self.table is None:
             from . import _table
 
-            self.table = (self.read() if self.file is not None else None) or _table.empty()
+            self.table = self.read() or _table.empty()
         return self.table
 
-    def read(self) -> Table | None:
-        """The table in the cache file, or ``None`` when there is none or it cannot be trusted."""
-        from . import _cachefile
-
-        assert self.file is not None
+    def file_size(self) -> int:
+        """The size of the cache file; 0 when there is none."""
         try:
-            with open(self.file, "rb") as handle:
-                if hasattr(os, "getuid") and os.fstat(handle.fileno()).st_uid != os.getuid():
-                    return None  # written by someone else: not data to rely on
-                data = handle.read()
+            return 0 if self.file is None else os.stat(self.file).st_size
         except OSError:
+            return 0
+
+    def read(self) -> Table | None:
+        """The table in the cache files, or ``None`` when there is none or it cannot be trusted."""
+        found = _read(self.file, self.base)
+        if found is None:
             return None
-        return _cachefile.decode(data, self.base, _version())
+        table, header = found
+        if type(header.get("id")) is not str:
+            return None
+        self.full = (table, header["id"])
+        changed = _read(self.delta, self.base)
+        if changed is None or changed[1].get("full") != header["id"]:
+            return table
+        gone = changed[1].get("gone")
+        if type(gone) is not list or not set(map(type, gone)) <= {str}:
+            return table
+        return _apply(table, set(gone), changed[0])
 
     def save(self, table: Table) -> None:
-        """Keep ``table`` for this process and, where there is a cache file, write it (best effort)."""
+        """Keep ``table`` for this process and, where there are cache files, write them (best effort)."""
         self.table = table
-        if self.file is None:
+        if self.file is None or self.delta is None:
             return
-        from . import _cachefile
+        from . import _cachefile, _table
 
-        data = _cachefile.encode(table, self.base, _version())
-        temporary = f"{self.file}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+        if self.full is not None:
+            full, full_id = self.full
+            gone, added = _table.difference(full, table)
+            if len(gone) + len(added) <= max(_DELTA_ROWS, len(full) // 20):
+                data = _cachefile.encode(table.take(added), self.base, _version(), full=full_id, gone=gone)
+                _write(self.delta, data)
+                return
+        full_id = secrets.token_hex(8)
+        if _write(self.file, _cachefile.encode(table, self.base, _version(), id=full_id)):
+            self.full = (table, full_id)
+            _unlink(str(self.delta))
+
+
+# A delta of up to this many runs (or a twentieth of the full file) is written instead of the whole cache.
+_DELTA_ROWS = 1000
+
+
+def _apply(table: Table, gone: set[str], changed: Table) -> Table:
+    import numpy as np
+
+    from . import _table
+
+    keep = np.array([row for row, place in enumerate(table.where) if place not in gone], np.intp)
+    return _table.merge(table if len(keep) == len(table) else table.take(keep), changed)
+
+
+def _read(path: Path | None, base: str) -> tuple[Table, dict[str, Any]] | None:
+    if path is None:
+        return None
+    try:
+        with open(path, "rb") as handle:
+            if hasattr(os, "getuid") and os.fstat(handle.fileno()).st_uid != os.getuid():
+                return None  # written by someone else: not data to rely on
+            data = handle.read()
+    except OSError:
+        return None
+    from . import _cachefile
+
+    return _cachefile.decode(data, base, _version())
+
+
+def _write(path: Path, data: bytes) -> bool:
+    """Write ``data`` to ``path`` whole or not at all (a temporary file renamed into place); False if it could
+    not be written: a cache that cannot be written is only slower next time."""
+    temporary = f"{path}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            self.file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            try:
-                with os.fdopen(fd, "wb") as handle:
-                    handle.write(data)
-                os.replace(temporary, self.file)
-            except BaseException:
-                _unlink(temporary)
-                raise
-        except OSError:
-            pass  # a cache that cannot be written is only slower next time
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            os.replace(temporary, path)
+        except BaseException:
+            _unlink(temporary)
+            raise
+    except OSError:
+        return False
+    return True
 
 
 def _unlink(path: str) -> None:

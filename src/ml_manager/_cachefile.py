@@ -35,14 +35,15 @@ class _Unstorable(Exception):
     """A cell the file has no form for."""
 
 
-def encode(table: Table, base: str, version: str) -> bytes:
-    """The file of ``table`` (runs with a value the file cannot hold are left out)."""
+def encode(table: Table, base: str, version: str, **extra: Any) -> bytes:
+    """The file of ``table`` (runs with a value the file cannot hold are left out); ``extra`` goes in its
+    header."""
     try:
-        return _encode(table, base, version)
+        return _encode(table, base, version, extra)
     except _Unstorable:
         pass
     keep = np.array([row for row in range(len(table)) if _storable(table, row)], np.intp)
-    return _encode(table.take(keep), base, version)
+    return _encode(table.take(keep), base, version, extra)
 
 
 def _storable(table: Table, row: int) -> bool:
@@ -56,7 +57,7 @@ def _storable(table: Table, row: int) -> bool:
     return True
 
 
-def _encode(table: Table, base: str, version: str) -> bytes:
+def _encode(table: Table, base: str, version: str, extra: dict[str, Any]) -> bytes:
     body = bytearray()
 
     def put(array: NDArray[Any]) -> int:
@@ -86,14 +87,14 @@ def _encode(table: Table, base: str, version: str) -> bytes:
                     entry["cells"], entry["tagged"] = _cells(cells)
             described.append([name, entry])
         sections[section] = described
-    keys = np.array(table.keys, np.int64).reshape(len(table), 8)
     header = {
         "ml_manager": version,
         "base": base,
         "rows": len(table),
         "where": table.where,
-        "keys": put(keys),
+        "keys": put(table.keys),
         "sections": sections,
+        **extra,
     }
     text = orjson.dumps(header)
     crc = zlib.crc32(body, zlib.crc32(text))
@@ -187,15 +188,16 @@ def _untag(tree: Any) -> Any:  # noqa: PLR0911 - one return per tag
     raise ValueError(f"unknown tag {tag!r}")
 
 
-def decode(data: bytes, base: str, version: str) -> Table | None:
-    """The table in ``data``, or ``None`` if it is not a whole, consistent cache of ``base`` by ``version``."""
+def decode(data: bytes, base: str, version: str) -> tuple[Table, dict[str, Any]] | None:
+    """The table in ``data`` and the header (with what ``encode`` was given as ``extra``), or ``None`` if it is
+    not a whole, consistent cache of ``base`` by ``version``."""
     try:
         return _decode(data, base, version)
     except (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError, RecursionError):
         return None
 
 
-def _decode(data: bytes, base: str, version: str) -> Table | None:  # noqa: PLR0911 - one return per check
+def _decode(data: bytes, base: str, version: str) -> tuple[Table, dict[str, Any]] | None:  # noqa: PLR0911
     start = len(MAGIC) + _HEAD.size
     if not data.startswith(MAGIC) or len(data) < start:
         return None
@@ -211,9 +213,10 @@ def _decode(data: bytes, base: str, version: str) -> Table | None:  # noqa: PLR0
         return None
     n = header["rows"]
     where = header["where"]
-    if type(n) is not int or type(where) is not list or len(where) != n or len(set(where)) != n:
+    if type(n) is not int or type(where) is not list or len(where) != n or not set(map(type, where)) <= {str}:
         return None
-    if not all(type(place) is str for place in where):
+    rows = {place: row for row, place in enumerate(where)}
+    if len(rows) != n:
         return None
 
     def get(at: Any, dtype: str, count: int) -> NDArray[Any]:
@@ -222,7 +225,7 @@ def _decode(data: bytes, base: str, version: str) -> Table | None:  # noqa: PLR0
         array = np.frombuffer(body, np.dtype(_ENDIAN + dtype), count, at)  # raises past the end
         return array.astype(array.dtype.newbyteorder("="), copy=False)
 
-    keys = [tuple(key) for key in get(header["keys"], "i8", 8 * n).reshape(n, 8).tolist()]
+    keys = get(header["keys"], "i8", 8 * n).reshape(n, 8)
     sections: dict[str, dict[str, Column]] = {}
     for section in SECTIONS:
         columns: dict[str, Column] = {}
@@ -231,7 +234,7 @@ def _decode(data: bytes, base: str, version: str) -> Table | None:  # noqa: PLR0
                 return None
             columns[name] = _column(entry, n, get)
         sections[section] = columns
-    return Table(where, keys, sections)
+    return Table(where, keys, sections, rows), header
 
 
 def _column(entry: dict[str, Any], n: int, get: Any) -> Column:
@@ -253,7 +256,7 @@ def _column(entry: dict[str, Any], n: int, get: Any) -> Column:
         objs = np.empty(n, object)
         if counts[STR]:
             texts = entry["texts"]
-            if not all(type(text) is str for text in texts):
+            if type(texts) is not list or not set(map(type, texts)) <= {str}:
                 raise ValueError("a text that is not one")
             at = get(entry["text_at"], "u4", int(counts[STR]))
             distinct = np.empty(len(texts), object)

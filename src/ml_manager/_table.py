@@ -209,9 +209,15 @@ class Parsed(NamedTuple):
 class Table:
     """Rows of runs in the project table's order, as columns per section."""
 
-    def __init__(self, where: list[str], keys: list[RunKey], sections: dict[str, dict[str, Column]]) -> None:
-        self.where, self.keys, self.sections = where, keys, sections
-        self._rows: dict[str, int] | None = None
+    def __init__(
+        self,
+        where: list[str],
+        keys: NDArray[np.int64],
+        sections: dict[str, dict[str, Column]],
+        rows: dict[str, int] | None = None,
+    ) -> None:
+        self.where, self.keys, self.sections = where, keys, sections  # keys: 8 per row, see RunKey
+        self._rows = rows
 
     def __len__(self) -> int:
         return len(self.where)
@@ -232,7 +238,7 @@ class Table:
     def take(self, rows: NDArray[np.intp]) -> Table:
         """The table of ``rows`` (in that order); columns no row has any more are dropped."""
         where = [self.where[row] for row in rows.tolist()]
-        keys = [self.keys[row] for row in rows.tolist()]
+        keys = self.keys[rows]
         sections = {
             name: _present({key: column.take(rows) for key, column in columns.items()})
             for name, columns in self.sections.items()
@@ -256,7 +262,8 @@ def from_parsed(runs: Iterable[Parsed]) -> Table:
     for section in SECTIONS:
         flats = [_flat(_visible(section, getattr(run, section))) for run in ordered]
         sections[section] = {name: encode(values) for name, values in sorted(_transpose(flats).items())}
-    return Table([run.where for run in ordered], [run.key for run in ordered], sections)
+    keys = np.array([run.key for run in ordered], np.int64).reshape(len(ordered), 8)
+    return Table([run.where for run in ordered], keys, sections)
 
 
 def _flat(table: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -309,9 +316,9 @@ def merge(kept: Table, new: Table) -> Table:
             ).take(order)
             for name in names
         }
-    where, keys = kept.where + new.where, kept.keys + new.keys
-    rows = order.tolist()
-    return Table([where[row] for row in rows], [keys[row] for row in rows], sections)
+    where = kept.where + new.where
+    keys = np.concatenate([kept.keys, new.keys])[order]
+    return Table([where[row] for row in order.tolist()], keys, sections)
 
 
 def _column(columns: dict[str, Column], name: str, n: int) -> Column:
@@ -332,5 +339,16 @@ class _Keys:
         return self.table.order_key(row)
 
 
+def difference(old: Table, new: Table) -> tuple[list[str], NDArray[np.intp]]:
+    """What turns ``old`` into ``new``: the places of ``old``'s rows that are not in ``new`` as they are (gone
+    or changed), and the rows of ``new`` that are not in ``old`` as they are (added or changed)."""
+    rows = np.fromiter(map(old.rows.get, new.where, itertools.repeat(-1)), np.intp, len(new))
+    same = rows >= 0
+    same[same] = (old.keys[rows[same]] == new.keys[same]).all(axis=1)
+    kept = np.zeros(len(old), bool)
+    kept[rows[same]] = True
+    return [old.where[row] for row in np.flatnonzero(~kept).tolist()], np.flatnonzero(~same)
+
+
 def empty() -> Table:
-    return Table([], [], {section: {} for section in SECTIONS})
+    return Table([], np.zeros((0, 8), np.int64), {section: {} for section in SECTIONS})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import gc
+import itertools
 import os
 import sys
 import time
@@ -23,6 +24,10 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
     import pandas as pd
+
+
+# The first load of a project whose cache file is this large lists its runs in a second interpreter meanwhile.
+_SCAN_ASIDE_FROM = 4_000_000
 
 
 class MLProject:
@@ -86,26 +91,39 @@ class MLProject:
         return self.df
 
     def _load(self) -> Frame:
-        from . import _table  # numpy: imported by the first load, not by `import ml_manager`
+        skipped: list[CorruptRunFileError] = []
+        import numpy as np  # imported by the first load, not by `import ml_manager`
+
+        from . import _scan, _table
 
         _fs.forget()  # which mounts cache sizes: looked up again, once per mount, for this load
-        skipped: list[CorruptRunFileError] = []
-        store = _cache.store_for(self.base_dir, self._cache)
+        base = str(self.base_dir)
+        store = _cache.store_for(base, self._cache)
+        aside = _scan.Aside(base) if store.table is None and store.file_size() >= _SCAN_ASIDE_FROM else None
         cached = store.load()
-        known, known_keys = cached.rows, cached.keys
-        kept: list[int] = []
+        ahead = None
+        if aside is not None:
+            ahead = (cached, build_frame(cached))  # while the runs are listed: right unless something changed
+            listing = aside.result()
+        if aside is None or listing is None:
+            errors: list[tuple[str, OSError]] = []
+            listing = _scan.scan(base, errors)
+            for directory, exc in errors:
+                error = CorruptRunFileError(directory, exc.strerror or str(exc))
+                skipped.append(error)
+                warnings.warn(f"skipping {directory}: {error}", MLManagerWarning, stacklevel=4)
+        places, found = listing[0], np.frombuffer(listing[1], np.int64).reshape(len(listing[0]), 8)
+        rows = np.fromiter(map(cached.rows.get, places, itertools.repeat(-1)), np.intp, len(places))
+        same = rows >= 0
+        same[same] = (cached.keys[rows[same]] == found[same]).all(axis=1)
+        kept = rows[same]  # only settled runs are cached, and unchanged files stay settled
         parsed: list[_table.Parsed] = []
-        run_dirs = self._run_dirs(skipped)
-        progress = _Progress(len(run_dirs))
-        config_name, metrics_name = os.sep + _storage.CONFIG_FILE, os.sep + _storage.METRICS_FILE
-        for where, run_dir in run_dirs:
+        progress = _Progress(len(places) - len(kept))
+        for at in np.flatnonzero(~same).tolist():
             progress.step()
-            row = known.get(where)
-            if row is not None and _run_key(run_dir + config_name, run_dir + metrics_name) == known_keys[row]:
-                kept.append(row)  # only settled runs are cached, and unchanged files stay settled
-                continue
+            run_dir = os.path.join(base, places[at])
             try:
-                parsed.append(_parse(run_dir, where))
+                parsed.append(_parse(run_dir, places[at]))
             except FileNotFoundError:
                 continue  # still being created, or removed while we looked
             except CorruptRunFileError as exc:
@@ -113,25 +131,20 @@ class MLProject:
                 warnings.warn(f"skipping run {run_dir}: {exc}", MLManagerWarning, stacklevel=4)
         progress.done()
         self.skipped = skipped
-        table = self._refresh(store, cached, kept, parsed)
-        if store.frame is not None and store.frame[0] is table:
-            frame = store.frame[1]
-        else:
-            frame = build_frame(table)
-            store.frame = (table, frame)
-        return frame
+        table = self._refresh(store, cached, np.sort(kept), parsed)
+        if store.frame is None or store.frame[0] is not table:
+            store.frame = ahead if ahead is not None and ahead[0] is table else (table, build_frame(table))
+        return store.frame[1]
 
     @staticmethod
-    def _refresh(store: _cache.Store, cached: Any, kept: list[int], parsed: list[Any]) -> Any:
+    def _refresh(store: _cache.Store, cached: Any, kept: Any, parsed: list[Any]) -> Any:
         """The table of this load, from the cached rows still valid and the runs parsed; the cache is updated with
         what of it has settled."""
-        import numpy as np
-
         from . import _table
 
         if len(kept) == len(cached) and not parsed:
             return cached  # nothing changed: the frame built last time is still right
-        unchanged = cached if len(kept) == len(cached) else cached.take(np.sort(np.asarray(kept, np.intp)))
+        unchanged = cached if len(kept) == len(cached) else cached.take(kept)
         now = time.time_ns()
         fresh = [run for run in parsed if _cache.settled(run.key, now)]
         settled = _table.merge(unchanged, _table.from_parsed(fresh))
@@ -140,13 +153,6 @@ class MLProject:
         if len(fresh) == len(parsed):
             return settled
         return _table.merge(unchanged, _table.from_parsed(parsed))
-
-    def _run_dirs(self, skipped: list[CorruptRunFileError]) -> list[tuple[str, str]]:
-        """``(project/run_id, run directory)`` of every run, by project then id."""
-        found: list[tuple[str, str]] = []
-        for project_name, project_dir in _subdirs(str(self.base_dir), skipped):
-            found.extend((f"{project_name}/{name}", run_dir) for name, run_dir in _subdirs(project_dir, skipped))
-        return found
 
     @overload
     def search(self, query_string: str, return_objects: Literal[False] = False) -> pd.DataFrame: ...
@@ -218,21 +224,6 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _run_key(config_file: str, metrics_file: str) -> tuple[int, ...]:
-    """The identity of a run's two files as they are now (see :mod:`ml_manager._cache`)."""
-    try:
-        c = os.stat(config_file)
-    except FileNotFoundError:
-        return ()  # never a cached key: the run is read (and found gone, or being created)
-    try:
-        m = os.stat(metrics_file)
-    except FileNotFoundError:
-        return (c.st_ino, c.st_size, c.st_mtime_ns, c.st_ctime_ns, -1, -1, -1, -1)  # as _table.NO_FILE
-    return (
-        c.st_ino, c.st_size, c.st_mtime_ns, c.st_ctime_ns, m.st_ino, m.st_size, m.st_mtime_ns, m.st_ctime_ns
-    )  # fmt: skip
-
-
 def _parse(run_dir: str, where: str) -> Any:
     """One run as read from its files, with the identity of the file versions it was read from."""
     from . import _table
@@ -269,22 +260,3 @@ class _Progress:
         if self.shown:
             sys.stderr.write(f"\rloaded {self.total:,} runs in {time.monotonic() - self.start:.1f} s\n")
             sys.stderr.flush()
-
-
-def _subdirs(directory: str, skipped: list[CorruptRunFileError]) -> list[tuple[str, str]]:
-    """``(name, path)`` of the visible subdirectories, sorted by name."""
-    try:
-        with os.scandir(directory) as entries:
-            return sorted((entry.name, entry.path) for entry in entries if _is_dir(entry))
-    except OSError as exc:
-        error = CorruptRunFileError(directory, exc.strerror or str(exc))
-        skipped.append(error)
-        warnings.warn(f"skipping {directory}: {error}", MLManagerWarning, stacklevel=5)
-        return []
-
-
-def _is_dir(entry: Any) -> bool:
-    try:
-        return bool(entry.is_dir()) and not entry.name.startswith(".")
-    except OSError:
-        return False
