@@ -501,7 +501,9 @@ def test_a_large_cached_project_is_listed_in_a_second_interpreter_or_here(
         monkeypatch.setattr(sys, "executable", shutil.which("true") or "/bin/true")
     listed_here: list[str] = []
     real_scan = _scan.scan
-    monkeypatch.setattr(_scan, "scan", lambda base, errors: listed_here.append(base) or real_scan(base, errors))
+    monkeypatch.setattr(
+        _scan, "scan", lambda base, *args, **kw: listed_here.append(base) or real_scan(base, *args, **kw)
+    )
     parses.clear()
     df = _restarted(base_dir)
     assert parses == [runs[3].run_id]

@@ -76,12 +76,11 @@ def _encode(table: Table, base: str, version: str, extra: dict[str, Any]) -> byt
             if column.floats is not None:
                 entry["floats"] = put(column.floats)
             if column.objs is not None:
-                texts = column.objs[codes == STR].tolist()
-                if texts:
-                    distinct = list(dict.fromkeys(texts))
-                    index = {text: at for at, text in enumerate(distinct)}
+                texts = column.objs[codes == STR]
+                if len(texts):
+                    at, distinct = _factorize(texts)
                     entry["texts"] = distinct
-                    entry["text_at"] = put(np.fromiter(map(index.__getitem__, texts), np.uint32, len(texts)))
+                    entry["text_at"] = put(at)
                 cells = column.objs[codes == OBJ].tolist()
                 if cells:
                     entry["cells"], entry["tagged"] = _cells(cells)
@@ -99,6 +98,14 @@ def _encode(table: Table, base: str, version: str, extra: dict[str, Any]) -> byt
     text = orjson.dumps(header)
     crc = zlib.crc32(body, zlib.crc32(text))
     return MAGIC + _HEAD.pack(FORMAT, len(text), len(body), crc) + text + bytes(body)
+
+
+def _factorize(texts: NDArray[np.object_]) -> tuple[NDArray[np.uint32], list[str]]:
+    """Each text's place among the distinct texts, and those (in order of first appearance)."""
+    import pandas as pd  # its hash table in C: a load builds a frame, so pandas is imported already
+
+    at, distinct = pd.factorize(texts)
+    return at.astype(np.uint32), distinct.tolist()
 
 
 def _uniform(codes: NDArray[np.uint8]) -> bool:

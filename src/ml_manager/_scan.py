@@ -43,15 +43,18 @@ def _is_dir(entry: os.DirEntry[str]) -> bool:
         return False
 
 
-def scan(base: str, errors: list[tuple[str, OSError]]) -> tuple[list[str], array[int]]:
+def scan(base: str, errors: list[tuple[str, OSError]], *, identify: bool = True) -> tuple[list[str], array[int]]:
     """``project/run_id`` of every run (by project, then id), and its files' identities: 8 integers per run,
-    the inode, size, modification and change time (ns) of ``config.toml`` then of ``metrics.toml``."""
+    the inode, size, modification and change time (ns) of ``config.toml`` then of ``metrics.toml`` (with
+    ``identify=False``, no ``stat`` and every key :data:`NO_CONFIG`: nothing cached to compare with)."""
     places: list[str] = []
     keys = array("q")
     stat, add = os.stat, keys.extend
     for project, project_dir in subdirs(base, errors):
         for name, run_dir in subdirs(project_dir, errors):
             places.append(f"{project}/{name}")
+            if not identify:
+                continue
             try:
                 c = stat(run_dir + CONFIG)
             except FileNotFoundError:
@@ -66,6 +69,8 @@ def scan(base: str, errors: list[tuple[str, OSError]]) -> tuple[list[str], array
                 c.st_ino & INODE_MASK, c.st_size, c.st_mtime_ns, c.st_ctime_ns,
                 m.st_ino & INODE_MASK, m.st_size, m.st_mtime_ns, m.st_ctime_ns,
             ))  # fmt: skip
+    if not identify:
+        keys.extend(NO_CONFIG * len(places))
     return places, keys
 
 

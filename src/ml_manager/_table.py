@@ -14,11 +14,10 @@ from __future__ import annotations
 import bisect
 import datetime
 import itertools
+from pathlib import PurePath
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
-
-from ._frame import flatten
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
@@ -258,31 +257,42 @@ def _present(columns: dict[str, Column]) -> dict[str, Column]:
 def from_parsed(runs: Iterable[Parsed]) -> Table:
     """The table of ``runs``, sorted into the project table's order."""
     ordered = sorted(runs, key=lambda run: (_stamp(run.meta.get("created_at")), *run.where.partition("/")[::2]))
+    n = len(ordered)
     sections: dict[str, dict[str, Column]] = {}
     for section in SECTIONS:
-        flats = [_flat(_visible(section, getattr(run, section))) for run in ordered]
-        sections[section] = {name: encode(values) for name, values in sorted(_transpose(flats).items())}
-    keys = np.array([run.key for run in ordered], np.int64).reshape(len(ordered), 8)
+        found: dict[str, tuple[list[int], list[Any]]] = {}
+        for row, run in enumerate(ordered):
+            _collect(_visible(section, getattr(run, section)), "", row, found)
+        sections[section] = {name: encode(_spread(*found[name], n)) for name in sorted(found)}
+    keys = np.array([run.key for run in ordered], np.int64).reshape(n, 8)
     return Table([run.where for run in ordered], keys, sections)
 
 
-def _flat(table: Mapping[str, Any]) -> Mapping[str, Any]:
-    """:func:`flatten`, or the table itself when it is flat already (most sections of most runs)."""
-    return table if set(map(type, table.values())) <= _FLAT else flatten(table)
+def _collect(table: Mapping[str, Any], prefix: str, row: int, found: dict[str, tuple[list[int], list[Any]]]) -> None:
+    """Add the row's flattened values (as :func:`flatten` names them) to ``found``: per name, rows and values."""
+    for key, value in table.items():
+        kind = type(value)
+        if kind is dict:
+            _collect(value, f"{prefix}{key}.", row, found)
+            continue
+        name = f"{prefix}{key}" if prefix else key
+        column = found.get(name)
+        if column is None:
+            found[name] = column = ([], [])
+        column[0].append(row)
+        column[1].append(str(value) if kind not in _FLAT and isinstance(value, PurePath) else value)
 
 
 _FLAT = frozenset({str, int, float, bool, list, datetime.datetime})
 
 
-def _transpose(flats: list[Mapping[str, Any]]) -> dict[str, list[Any]]:
-    """Rows of ``{name: value}`` → ``{name: [value per row]}``, :data:`ABSENT` where a row lacks the name."""
-    if not flats:
-        return {}
-    names = tuple(flats[0])
-    if all(tuple(flat) == names for flat in flats):  # the usual project: every run has the same keys
-        return dict(zip(names, map(list, zip(*(flat.values() for flat in flats), strict=False)), strict=False))
-    every = {name: None for flat in flats for name in flat}
-    return {name: [flat.get(name, ABSENT) for flat in flats] for name in every}
+def _spread(rows: list[int], values: list[Any], n: int) -> list[Any]:
+    """One value per row: ``values`` at ``rows``, :data:`ABSENT` elsewhere."""
+    if len(rows) == n:
+        return values
+    spread = np.full(n, ABSENT, object)
+    spread[rows] = values
+    return spread.tolist()  # type: ignore[no-any-return]
 
 
 def _visible(section: str, values: Mapping[str, Any]) -> Mapping[str, Any]:

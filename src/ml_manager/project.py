@@ -107,7 +107,7 @@ class MLProject:
             listing = aside.result()
         if aside is None or listing is None:
             errors: list[tuple[str, OSError]] = []
-            listing = _scan.scan(base, errors)
+            listing = _scan.scan(base, errors, identify=len(cached) > 0)
             for directory, exc in errors:
                 error = CorruptRunFileError(directory, exc.strerror or str(exc))
                 skipped.append(error)
