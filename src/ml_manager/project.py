@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 
     import pandas as pd
 
+    from . import _table
+
 
 # The first load of a project whose cache file is this large lists its runs in a second interpreter meanwhile.
 _SCAN_ASIDE_FROM = 4_000_000
@@ -94,7 +96,7 @@ class MLProject:
         skipped: list[CorruptRunFileError] = []
         import numpy as np  # imported by the first load, not by `import ml_manager`
 
-        from . import _scan, _table
+        from . import _scan
 
         _fs.forget()  # which mounts cache sizes: looked up again, once per mount, for this load
         base = str(self.base_dir)
@@ -137,22 +139,23 @@ class MLProject:
         return store.frame[1]
 
     @staticmethod
-    def _refresh(store: _cache.Store, cached: Any, kept: Any, parsed: list[Any]) -> Any:
+    def _refresh(store: _cache.Store, cached: _table.Table, kept: Any, parsed: list[_table.Parsed]) -> _table.Table:
         """The table of this load, from the cached rows still valid and the runs parsed; the cache is updated with
         what of it has settled."""
+        import numpy as np
+
         from . import _table
 
         if len(kept) == len(cached) and not parsed:
             return cached  # nothing changed: the frame built last time is still right
         unchanged = cached if len(kept) == len(cached) else cached.take(kept)
+        table = _table.merge(unchanged, _table.from_parsed(parsed))
         now = time.time_ns()
-        fresh = [run for run in parsed if _cache.settled(run.key, now)]
-        settled = _table.merge(unchanged, _table.from_parsed(fresh))
-        if fresh or len(kept) != len(cached):
-            store.save(settled)
-        if len(fresh) == len(parsed):
-            return settled
-        return _table.merge(unchanged, _table.from_parsed(parsed))
+        unsettled = {run.where for run in parsed if not _cache.settled(run.key, now)}
+        if len(unsettled) < len(parsed) or len(kept) != len(cached):
+            rows = [row for row, place in enumerate(table.where) if place not in unsettled] if unsettled else None
+            store.save(table if rows is None else table.take(np.asarray(rows, np.intp)))
+        return table
 
     @overload
     def search(self, query_string: str, return_objects: Literal[False] = False) -> pd.DataFrame: ...
