@@ -359,9 +359,11 @@ def big_case(args: argparse.Namespace, children: Children) -> list[tuple[str, fl
             record("change", children.timed(OURS, copy, copy_cache, runs))
             record("stat_copy", children.timed(FLOOR_STAT, copy, copy_cache, runs))
 
-        cache_files = list((warm / "projects").glob("*.runs"))
-        size = sum(file.stat().st_size for file in cache_files)
-        print(f"cache file: {size / 1e6:.1f} MB ({size / runs:.0f} bytes a run, {len(cache_files)} file(s))")
+        for name, where in (("project", warm), ("changed copy", copy_cache)):
+            files = sorted((where / "projects").iterdir())
+            size = sum(file.stat().st_size for file in files)
+            sizes = ", ".join(f"{file.suffix} {file.stat().st_size / 1e6:.2f} MB" for file in files)
+            print(f"cache of the {name}: {size / 1e6:.1f} MB, {size / runs:.0f} bytes a run ({sizes})")
 
     m = {name: statistics.median(values) for name, values in figures.items()}
     k = f"{runs / 1000:g}k"

@@ -509,3 +509,17 @@ def test_a_large_cached_project_is_listed_in_a_second_interpreter_or_here(
     assert parses == [runs[3].run_id]
     assert listed_here == ([] if interpreter == "python" else [str(base_dir)])
     _same_as_without_cache(df, base_dir)
+
+
+@pytest.mark.usefixtures("settled")
+def test_a_run_still_being_written_is_shown_but_not_kept(base_dir: Path, parses: list[str]) -> None:
+    runs = _runs(base_dir, 3)
+    metrics = runs[1].run_dir / "metrics.toml"
+    ahead = os.stat(metrics).st_mtime_ns + 3600 * 10**9  # written "later" than now: not settled yet
+    os.utime(metrics, ns=(ahead, ahead))
+    df = MLProject(base_dir).df
+    assert list(df["run_id"]) == [run.run_id for run in runs]
+    parses.clear()
+    again = _restarted(base_dir)
+    assert parses == [runs[1].run_id]
+    pd.testing.assert_frame_equal(again, df)

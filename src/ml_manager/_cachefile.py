@@ -75,12 +75,10 @@ def _encode(table: Table, base: str, version: str, extra: dict[str, Any]) -> byt
                 entry["ints"] = put(column.ints)
             if column.floats is not None:
                 entry["floats"] = put(column.floats)
+            if column.texts is not None and column.text_at is not None:
+                entry["texts"] = column.texts.tolist()
+                entry["text_at"] = put(column.text_at)
             if column.objs is not None:
-                texts = column.objs[codes == STR]
-                if len(texts):
-                    at, distinct = _factorize(texts)
-                    entry["texts"] = distinct
-                    entry["text_at"] = put(at)
                 cells = column.objs[codes == OBJ].tolist()
                 if cells:
                     entry["cells"], entry["tagged"] = _cells(cells)
@@ -98,14 +96,6 @@ def _encode(table: Table, base: str, version: str, extra: dict[str, Any]) -> byt
     text = orjson.dumps(header)
     crc = zlib.crc32(body, zlib.crc32(text))
     return MAGIC + _HEAD.pack(FORMAT, len(text), len(body), crc) + text + bytes(body)
-
-
-def _factorize(texts: NDArray[np.object_]) -> tuple[NDArray[np.uint32], list[str]]:
-    """Each text's place among the distinct texts, and those (in order of first appearance)."""
-    import pandas as pd  # its hash table in C: a load builds a frame, so pandas is imported already
-
-    at, distinct = pd.factorize(texts)
-    return at.astype(np.uint32), distinct.tolist()
 
 
 def _uniform(codes: NDArray[np.uint8]) -> bool:
@@ -258,26 +248,40 @@ def _column(entry: dict[str, Any], n: int, get: Any) -> Column:
     floats = get(entry["floats"], "f8", n) if "floats" in entry else None
     if (ints is None) != (counts[INT] + counts[BOOL] + counts[TIME] == 0) or (floats is None) != (counts[FLOAT] == 0):
         raise ValueError("arrays do not match the type codes")
-    objs = None
-    if counts[STR] or counts[OBJ]:
-        objs = np.empty(n, object)
-        if counts[STR]:
-            texts = entry["texts"]
-            if type(texts) is not list or not set(map(type, texts)) <= {str}:
-                raise ValueError("a text that is not one")
-            at = get(entry["text_at"], "u4", int(counts[STR]))
-            distinct = np.empty(len(texts), object)
-            distinct[:] = texts
-            objs[codes == STR] = distinct[at]  # an index past the texts raises
-        if counts[OBJ]:
-            cells = entry["cells"]
-            if type(cells) is not list or len(cells) != counts[OBJ]:
-                raise ValueError("cells do not match the type codes")
-            for at in entry["tagged"]:
-                cells[at] = _untag(cells[at])
-            placed = np.empty(len(cells), object)
-            placed[:] = cells
-            objs[codes == OBJ] = placed
-    elif "texts" in entry or "cells" in entry:
+    texts, text_at = _texts(entry, codes, int(counts[STR]), get)
+    objs = _objects(entry, codes, int(counts[OBJ]))
+    return Column(codes, ints, floats, objs, texts=texts, text_at=text_at)
+
+
+def _texts(entry: dict[str, Any], codes: NDArray[np.uint8], count: int, get: Any) -> tuple[Any, Any]:
+    if not count:
+        if "texts" in entry:
+            raise ValueError("texts without text rows")
+        return None, None
+    given = entry["texts"]
+    if type(given) is not list or not set(map(type, given)) <= {str}:
+        raise ValueError("a text that is not one")
+    texts = np.empty(len(given), object)
+    texts[:] = given
+    text_at = get(entry["text_at"], "i4", len(codes))
+    is_text = codes == STR
+    if (text_at[~is_text] != -1).any() or (text_at[is_text] < 0).any() or (text_at >= len(given)).any():
+        raise ValueError("text places do not match the type codes")
+    return texts, text_at
+
+
+def _objects(entry: dict[str, Any], codes: NDArray[np.uint8], count: int) -> NDArray[np.object_] | None:
+    if not count:
+        if "cells" in entry:
+            raise ValueError("cells without object rows")
+        return None
+    cells = entry["cells"]
+    if type(cells) is not list or len(cells) != count:
         raise ValueError("cells do not match the type codes")
-    return Column(codes, ints, floats, objs)
+    for at in entry["tagged"]:
+        cells[at] = _untag(cells[at])
+    placed = np.empty(len(cells), object)
+    placed[:] = cells
+    objs = np.empty(len(codes), object)
+    objs[codes == OBJ] = placed
+    return objs

@@ -122,14 +122,31 @@ def _column(column: Column) -> Any:  # noqa: PLR0911 - one return per kind of co
     if kinds <= {TIME, MISSING}:
         times = np.where(codes == TIME, ints, np.iinfo(np.int64).min).view("M8[us]")  # type: ignore[arg-type]
         return pd.DatetimeIndex(times).tz_localize("UTC")
-    if kinds in ({STR}, {OBJ}):
+    if kinds <= {STR, MISSING}:
+        # The distinct texts made strings once (pandas' default string dtype), then taken: no work per row.
+        assert column.texts is not None
+        assert column.text_at is not None
+        texts = pd.Index(column.texts)
+        return texts.take(column.text_at, allow_fill=True, fill_value=None).array
+    if kinds == {OBJ}:
         return objs.copy()  # type: ignore[union-attr]
-    if kinds <= {STR, MISSING} or kinds <= {OBJ, MISSING}:
+    if kinds <= {OBJ, MISSING}:
         return np.where(codes == MISSING, np.nan, objs)  # type: ignore[arg-type]
     cells = np.empty(len(codes), object)
     for row in range(len(codes)):
         cells[row] = np.nan if codes[row] == MISSING else column.value(row)
     return cells
+
+
+def factorize(texts: Any) -> tuple[Any, Any]:
+    """Each text's place among the distinct texts (int32), and those (an object array, first seen first)."""
+    import numpy as np
+    import pandas as pd
+
+    at, distinct = pd.factorize(texts)
+    values = np.empty(len(distinct), object)
+    values[:] = distinct
+    return at.astype(np.int32), values
 
 
 def _text(values: list[str]) -> Any:

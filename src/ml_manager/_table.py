@@ -41,9 +41,14 @@ _SCALARS = {int: INT, float: FLOAT, bool: BOOL, str: STR}
 
 
 class Column:
-    """One flattened key's values over every row of a table."""
+    """One flattened key's values over every row of a table.
 
-    __slots__ = ("codes", "floats", "ints", "objs")
+    ``codes`` has each row's type code; ints, booleans (0/1) and UTC times (microseconds since 1970) are in
+    ``ints``, floats in ``floats``, texts as ``texts[text_at[row]]`` (``text_at`` is -1 on other rows; ``texts``
+    may hold a text twice), anything else in ``objs``.  An array no row needs is ``None``.
+    """
+
+    __slots__ = ("codes", "floats", "ints", "objs", "text_at", "texts")
 
     def __init__(
         self,
@@ -51,22 +56,28 @@ class Column:
         ints: NDArray[np.int64] | None = None,
         floats: NDArray[np.float64] | None = None,
         objs: NDArray[np.object_] | None = None,
+        *,
+        texts: NDArray[np.object_] | None = None,
+        text_at: NDArray[np.int32] | None = None,
     ) -> None:
         self.codes, self.ints, self.floats, self.objs = codes, ints, floats, objs
+        self.texts, self.text_at = texts, text_at
 
     def __len__(self) -> int:
         return len(self.codes)
 
     def take(self, rows: NDArray[np.intp]) -> Column:
-        ints, floats, objs = self.ints, self.floats, self.objs
+        ints, floats, objs, text_at = self.ints, self.floats, self.objs, self.text_at
         return Column(
             self.codes[rows],
             None if ints is None else ints[rows],
             None if floats is None else floats[rows],
             None if objs is None else objs[rows],
+            texts=self.texts,
+            text_at=None if text_at is None else text_at[rows],
         )
 
-    def value(self, row: int) -> Any:
+    def value(self, row: int) -> Any:  # noqa: PLR0911 - one return per type code
         """The value of one row, as it was parsed; :data:`MISSING` (the int) is never a value: ``None`` instead."""
         code = int(self.codes[row])
         if code == INT:
@@ -77,7 +88,9 @@ class Column:
             return bool(self.ints[row])  # type: ignore[index]
         if code == TIME:
             return EPOCH + int(self.ints[row]) * _MICROSECOND  # type: ignore[index]
-        if code in (STR, OBJ):
+        if code == STR:
+            return self.texts[self.text_at[row]]  # type: ignore[index]
+        if code == OBJ:
             return self.objs[row]  # type: ignore[index]
         return None
 
@@ -103,7 +116,38 @@ def concat(parts: Sequence[Column]) -> Column:
                 out[start : start + len(part)] = values
             start += len(part)
         arrays.append(out)
-    return Column(codes, *arrays)
+    texts = text_at = None
+    if any(part.texts is not None for part in parts):
+        # Each part's texts one after the other (a text may then be there twice), its places moved along.
+        texts = np.concatenate([part.texts for part in parts if part.texts is not None])
+        text_at = np.full(n, -1, np.int32)
+        start = offset = 0
+        for part in parts:
+            if part.texts is not None and part.text_at is not None:
+                at = part.text_at
+                text_at[start : start + len(part)] = np.where(at >= 0, at + offset, -1)
+                offset += len(part.texts)
+            start += len(part)
+    return Column(codes, *arrays, texts=texts, text_at=text_at)
+
+
+def _with_texts(column: Column) -> Column:
+    """``column`` with its text rows moved from ``objs`` into ``texts``/``text_at``."""
+    from ._frame import factorize
+
+    is_text = column.codes == STR
+    if not is_text.any():
+        return column
+    objs = column.objs
+    assert objs is not None
+    at, texts = factorize(objs[is_text])
+    text_at = np.full(len(column), -1, np.int32)
+    text_at[is_text] = at
+    others = None
+    if (column.codes == OBJ).any():
+        others = objs.copy()
+        others[is_text] = None
+    return Column(column.codes, column.ints, column.floats, others, texts=texts, text_at=text_at)
 
 
 def encode(values: list[Any]) -> Column:
@@ -136,12 +180,13 @@ def encode(values: list[Any]) -> Column:
             floats[row] = value
         else:
             objs[row] = value if code == STR else standard(value)
-    return Column(
+    column = Column(
         codes,
         ints if used & {INT, BOOL, TIME} else None,
         floats if FLOAT in used else None,
         objs if used & {STR, OBJ} else None,
     )
+    return _with_texts(column) if STR in used else column
 
 
 def _one_kind(kind: type, values: list[Any]) -> Column | None:  # noqa: PLR0911 - one return per kind
@@ -163,7 +208,12 @@ def _one_kind(kind: type, values: list[Any]) -> Column | None:  # noqa: PLR0911 
             values = [standard(value) for value in values]  # lists of more than plain scalars: rare
         objs = np.empty(n, object)
         objs[:] = values
-        return Column(np.full(n, STR if kind is str else OBJ, np.uint8), objs=objs)
+        if kind is list:
+            return Column(np.full(n, OBJ, np.uint8), objs=objs)
+        from ._frame import factorize
+
+        at, texts = factorize(objs)
+        return Column(np.full(n, STR, np.uint8), texts=texts, text_at=at)
     return None
 
 
