@@ -160,7 +160,9 @@ def test_two_selected_runs_draw_two_lines_per_metric_and_smoothing_and_log_scale
         boxes = page.locator(".row input[type=checkbox]")
         boxes.nth(0).check()
         boxes.nth(1).check()
-        page.wait_for_function("window.mlCharts.loss && window.mlCharts.loss.series.length === 3")
+        page.wait_for_function(
+            "['loss', 'acc'].every((name) => window.mlCharts[name] && window.mlCharts[name].series.length === 3)"
+        )
         assert lines(page, "loss") == 2
         assert lines(page, "acc") == 2
         raw = page.evaluate("window.mlCharts.loss.data[1]")
