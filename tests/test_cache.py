@@ -443,6 +443,14 @@ def test_a_few_changes_to_a_large_cache_are_written_as_a_delta(
     MLProject(base_dir)
     assert full.read_bytes() == written  # the full file stays; the changes go to the delta
     (delta,) = _cache_files(".delta")
+    from ml_manager import _cachefile
+
+    decoded = _cachefile.decode(delta.read_bytes(), os.path.realpath(base_dir), _cache._version())
+    assert decoded is not None
+    changed = decoded[0]
+    assert sorted(changed.where) == sorted(f"demo/{run.run_id}" for run in (runs[0], added))
+    for columns in changed.sections.values():  # only what the changed runs hold: not the whole table's texts
+        assert all(len(column.texts) <= len(changed) for column in columns.values() if column.texts is not None)
     parses.clear()
     df = _restarted(base_dir)
     assert parses == []

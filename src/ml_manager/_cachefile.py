@@ -76,8 +76,9 @@ def _encode(table: Table, base: str, version: str, extra: dict[str, Any]) -> byt
             if column.floats is not None:
                 entry["floats"] = put(column.floats)
             if column.texts is not None and column.text_at is not None:
-                entry["texts"] = column.texts.tolist()
-                entry["text_at"] = put(column.text_at)
+                texts, text_at = _used_texts(column.texts, column.text_at)
+                entry["texts"] = texts.tolist()
+                entry["text_at"] = put(text_at)
             if column.objs is not None:
                 cells = column.objs[codes == OBJ].tolist()
                 if cells:
@@ -96,6 +97,19 @@ def _encode(table: Table, base: str, version: str, extra: dict[str, Any]) -> byt
     text = orjson.dumps(header)
     crc = zlib.crc32(body, zlib.crc32(text))
     return MAGIC + _HEAD.pack(FORMAT, len(text), len(body), crc) + text + bytes(body)
+
+
+def _used_texts(
+    texts: NDArray[np.object_], text_at: NDArray[np.int32]
+) -> tuple[NDArray[np.object_], NDArray[np.int32]]:
+    """Only the texts some row uses (a table of a few rows taken from a large one keeps all of its texts)."""
+    is_text = text_at >= 0
+    used, places = np.unique(text_at[is_text], return_inverse=True)
+    if len(used) == len(texts):
+        return texts, text_at
+    compact = np.full(len(text_at), -1, np.int32)
+    compact[is_text] = places
+    return texts[used], compact
 
 
 def _uniform(codes: NDArray[np.uint8]) -> bool:
