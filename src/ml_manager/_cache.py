@@ -157,8 +157,12 @@ def _apply(table: Table, gone: set[str], changed: Table) -> Table:
 
     from . import _table
 
-    keep = np.array([row for row, place in enumerate(table.where) if place not in gone], np.intp)
-    return _table.merge(table if len(keep) == len(table) else table.take(keep), changed)
+    dropped = [row for row in map(table.rows.get, gone) if row is not None]
+    if not dropped:
+        return _table.merge(table, changed)
+    keep = np.ones(len(table), bool)
+    keep[dropped] = False
+    return _table.merge(table.take(np.flatnonzero(keep)), changed)
 
 
 def _read(path: Path | None, base: str) -> tuple[Table, dict[str, Any]] | None:

@@ -25,15 +25,17 @@ NO_CONFIG = (-2,) * 8  # never the key of a parsed run: the run is read, and fou
 NO_METRICS = (-1, -1, -1, -1)
 
 
-def subdirs(directory: str, errors: list[tuple[str, OSError]]) -> list[tuple[str, str]]:
-    """``(name, path)`` of the visible subdirectories, sorted by name; a directory that cannot be listed is
-    added to ``errors``."""
+def subdirs(directory: str, errors: list[tuple[str, OSError]]) -> list[str]:
+    """The names of the visible subdirectories, sorted; a directory that cannot be listed is added to
+    ``errors``."""
     try:
         with os.scandir(directory) as entries:
-            return sorted((entry.name, entry.path) for entry in entries if _is_dir(entry))
+            names = [entry.name for entry in entries if _is_dir(entry)]
     except OSError as exc:
         errors.append((directory, exc))
         return []
+    names.sort()
+    return names
 
 
 def _is_dir(entry: os.DirEntry[str]) -> bool:
@@ -49,29 +51,48 @@ def scan(base: str, errors: list[tuple[str, OSError]], *, identify: bool = True)
     ``identify=False``, no ``stat`` and every key :data:`NO_CONFIG`: nothing cached to compare with)."""
     places: list[str] = []
     keys = array("q")
-    stat, add = os.stat, keys.extend
-    for project, project_dir in subdirs(base, errors):
-        for name, run_dir in subdirs(project_dir, errors):
-            places.append(f"{project}/{name}")
-            if not identify:
-                continue
-            try:
-                c = stat(run_dir + CONFIG)
-            except FileNotFoundError:
-                add(NO_CONFIG)
-                continue
-            try:
-                m = stat(run_dir + METRICS)
-            except FileNotFoundError:
-                add((c.st_ino & INODE_MASK, c.st_size, c.st_mtime_ns, c.st_ctime_ns, *NO_METRICS))
-                continue
-            add((
-                c.st_ino & INODE_MASK, c.st_size, c.st_mtime_ns, c.st_ctime_ns,
-                m.st_ino & INODE_MASK, m.st_size, m.st_mtime_ns, m.st_ctime_ns,
-            ))  # fmt: skip
-    if not identify:
-        keys.extend(NO_CONFIG * len(places))
+    stat, add, mask = os.stat, keys.extend, INODE_MASK
+    for project in subdirs(base, errors):
+        project_dir = os.path.join(base, project)
+        runs = subdirs(project_dir, errors)
+        prefix = project + "/"
+        places.extend([prefix + name for name in runs])
+        if not identify:
+            keys.extend(NO_CONFIG * len(runs))
+            continue
+        # Paths relative to the project's directory: the kernel walks two names per call, not the whole path.
+        fd = _open_directory(project_dir)
+        try:
+            for name in runs:
+                where = name if fd is not None else os.path.join(project_dir, name)
+                try:
+                    c = stat(where + CONFIG, dir_fd=fd)
+                except FileNotFoundError:
+                    add(NO_CONFIG)
+                    continue
+                try:
+                    m = stat(where + METRICS, dir_fd=fd)
+                except FileNotFoundError:
+                    add((c.st_ino & mask, c.st_size, c.st_mtime_ns, c.st_ctime_ns, *NO_METRICS))
+                    continue
+                add((
+                    c.st_ino & mask, c.st_size, c.st_mtime_ns, c.st_ctime_ns,
+                    m.st_ino & mask, m.st_size, m.st_mtime_ns, m.st_ctime_ns,
+                ))  # fmt: skip
+        finally:
+            if fd is not None:
+                os.close(fd)
     return places, keys
+
+
+def _open_directory(path: str) -> int | None:
+    """A descriptor of the directory to look up names from, where the platform has them; else ``None``."""
+    if os.stat not in os.supports_dir_fd or not hasattr(os, "O_DIRECTORY"):
+        return None
+    try:
+        return os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return None
 
 
 class Aside:

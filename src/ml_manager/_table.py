@@ -278,6 +278,12 @@ class Table:
             self._rows = {where: row for row, where in enumerate(self.where)}
         return self._rows
 
+    def in_listing_order(self) -> tuple[list[str], NDArray[np.intp]]:
+        """The places in the order the listing of the base directory gives them (by project, then id), and the
+        row of each."""
+        rows = sorted(range(len(self.where)), key=lambda row: self.where[row].partition("/")[::2])
+        return [self.where[row] for row in rows], np.asarray(rows, np.intp)
+
     def order_key(self, row: int) -> tuple[str, str, str]:
         """Where the row sorts: creation time (as ISO text; missing last), then project, then id."""
         created = self.sections["meta"].get("created_at")

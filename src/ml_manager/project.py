@@ -103,9 +103,11 @@ class MLProject:
         store = _cache.store_for(base, self._cache)
         aside = _scan.Aside(base) if store.table is None and store.file_size() >= _SCAN_ASIDE_FROM else None
         cached = store.load()
-        ahead = None
+        ahead = listed = None
         if aside is not None:
-            ahead = (cached, build_frame(cached))  # while the runs are listed: right unless something changed
+            # While the runs are listed: the frame (right unless something changed) and the listing expected.
+            ahead = (cached, build_frame(cached))
+            listed = cached.in_listing_order()
             listing = aside.result()
         if aside is None or listing is None:
             errors: list[tuple[str, OSError]] = []
@@ -115,7 +117,10 @@ class MLProject:
                 skipped.append(error)
                 warnings.warn(f"skipping {directory}: {error}", MLManagerWarning, stacklevel=4)
         places, found = listing[0], np.frombuffer(listing[1], np.int64).reshape(len(listing[0]), 8)
-        rows = np.fromiter(map(cached.rows.get, places, itertools.repeat(-1)), np.intp, len(places))
+        if listed is not None and listed[0] == places:
+            rows = listed[1]  # the same runs as last time: no lookup by name
+        else:
+            rows = np.fromiter(map(cached.rows.get, places, itertools.repeat(-1)), np.intp, len(places))
         same = rows >= 0
         same[same] = (cached.keys[rows[same]] == found[same]).all(axis=1)
         kept = rows[same]  # only settled runs are cached, and unchanged files stay settled
