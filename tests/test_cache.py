@@ -495,7 +495,7 @@ def test_a_delta_made_for_another_full_file_is_ignored(base_dir: Path, parses: l
 
 
 @pytest.mark.usefixtures("settled")
-@pytest.mark.parametrize("interpreter", ["python", "not python"])
+@pytest.mark.parametrize("interpreter", ["python", "not python", "failing"])
 def test_a_large_cached_project_is_listed_in_a_second_interpreter_or_here(
     base_dir: Path, parses: list[str], monkeypatch: pytest.MonkeyPatch, interpreter: str
 ) -> None:
@@ -507,6 +507,8 @@ def test_a_large_cached_project_is_listed_in_a_second_interpreter_or_here(
     monkeypatch.setattr(project, "_SCAN_ASIDE_FROM", 0)
     if interpreter == "not python":
         monkeypatch.setattr(sys, "executable", shutil.which("true") or "/bin/true")
+    elif interpreter == "failing":
+        monkeypatch.setattr(_scan, "__file__", str(base_dir / "no-such-script.py"))
     listed_here: list[str] = []
     real_scan = _scan.scan
     monkeypatch.setattr(

@@ -113,6 +113,12 @@ class Aside:
         except OSError:
             self.process = None
 
+    def close(self) -> None:
+        """Stop the other interpreter if it still runs."""
+        if self.process is not None and self.process.returncode is None:
+            self.process.kill()
+            self.process.communicate()
+
     def result(self) -> tuple[list[str], array[int]] | None:
         """The listing, or ``None`` if the other interpreter could not make it (then scan here)."""
         if self.process is None:

@@ -102,14 +102,18 @@ class MLProject:
         base = str(self.base_dir)
         store = _cache.store_for(base, self._cache)
         aside = _scan.Aside(base) if store.table is None and store.file_size() >= _SCAN_ASIDE_FROM else None
-        cached = store.load()
-        ahead = listed = None
-        if aside is not None:
-            # While the runs are listed: the frame (right unless something changed) and the listing expected.
-            ahead = (cached, build_frame(cached))
-            listed = cached.in_listing_order()
-            listing = aside.result()
-        if aside is None or listing is None:
+        ahead = listed = listing = None
+        try:
+            cached = store.load()
+            if aside is not None:
+                # While the runs are listed: the frame (right unless something changed) and the listing expected.
+                ahead = (cached, build_frame(cached))
+                listed = cached.in_listing_order()
+                listing = aside.result()
+        finally:
+            if aside is not None:
+                aside.close()  # not left running if anything above raised (Ctrl-C included)
+        if listing is None:
             errors: list[tuple[str, OSError]] = []
             listing = _scan.scan(base, errors, identify=len(cached) > 0)
             for directory, exc in errors:
