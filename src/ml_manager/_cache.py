@@ -8,24 +8,23 @@ within one timestamp tick keeps all four; so, as git does for its index, a run i
 are older than :data:`SETTLE_NS` when they are parsed: any later in-place change then lands in a later tick and
 shows.  The run directory's own time is not used: an edit in place does not change it.
 
-**Where.**  In memory for the process, and in one file per base directory under the user's cache directory
+**Where.**  In memory for the process, and in one file per base directory (with a delta of recent changes
+beside it) under the user's cache directory
 (``$ML_MANAGER_CACHE_DIR``, else ``$XDG_CACHE_HOME/ml_manager``, else ``~/.cache/ml_manager``), named by a
 hash of the base directory's real path: never inside the base directory, which may be read-only or shared.
 ``ML_MANAGER_NO_CACHE=1`` (or ``MLProject(..., cache=False)``) keeps it in memory only.
 
 **Safe to read.**  The file is data: a fixed header, one JSON document (parsed by orjson) and raw arrays of
 numbers (``numpy.frombuffer``) — nothing in it is executed or unpickled.  A file that is not ours (another
-user's, another version's, another base directory's), truncated, corrupt (CRC-32 of everything after the
-header) or inconsistent is ignored and replaced.  Writers write a temporary file and rename it into place, so
+user's, another version's, another base directory's), truncated, corrupt (a CRC-32 of its JSON and arrays)
+or inconsistent is ignored and replaced.  Writers write a temporary file and rename it into place, so
 a reader sees a whole file or none; many processes may load and write at once.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
-import secrets
 import struct
 import threading
 from pathlib import Path
@@ -142,7 +141,7 @@ class Store:
                 data = _cachefile.encode(table.take(added), self.base, _version(), full=full_id, gone=gone)
                 _write(self.delta, data)
                 return
-        full_id = secrets.token_hex(8)
+        full_id = os.urandom(8).hex()
         if _write(self.file, _cachefile.encode(table, self.base, _version(), id=full_id)):
             self.full = (table, full_id)
             _unlink(str(self.delta))
@@ -183,7 +182,7 @@ def _read(path: Path | None, base: str) -> tuple[Table, dict[str, Any]] | None:
 def _write(path: Path, data: bytes) -> bool:
     """Write ``data`` to ``path`` whole or not at all (a temporary file renamed into place); False if it could
     not be written: a cache that cannot be written is only slower next time."""
-    temporary = f"{path}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    temporary = f"{path}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -216,6 +215,8 @@ _guard = threading.Lock()
 
 def store_for(base_dir: str | os.PathLike[str], setting: bool | str | os.PathLike[str] | None) -> Store:
     """The cache of ``base_dir`` (shared by every MLProject on it in this process)."""
+    import hashlib  # imported by the first load: `import ml_manager` is for writers too
+
     base = os.path.realpath(base_dir)
     where = cache_dir(setting)
     file = None if where is None else where / "projects" / (hashlib.sha256(base.encode()).hexdigest()[:32] + ".runs")

@@ -2,8 +2,9 @@
 
 Layout: :data:`~ml_manager._cache.MAGIC`, then ``<format u32, header length u64, body length u64, CRC-32
 u32>``, then the header — one JSON document — and the body — the raw little-endian arrays the header points
-into: per column its type codes (uint8), ints (int64), floats (float64) and where its text rows are in the
-column's distinct texts (uint32); per run its file identity (8 int64).  Texts, lists and other cells are in
+into: per column its type codes (uint8, or one code for the whole column), ints (int64), floats (float64) and
+the place of each row's text among the column's distinct texts (int32, -1 on other rows); per run its file
+identity (8 int64).  Texts, lists and other cells are in
 the header; a cell JSON cannot hold exactly (a tuple, a datetime, NaN inside a list) is written as a tagged
 tree, ``["t", [...]]``, and only such cells are decoded one by one.  A run with a value none of this can hold
 is left out of the file (it is parsed again next time).

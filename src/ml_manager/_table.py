@@ -6,7 +6,7 @@ A column keeps each value's exact kind — a type code per row, with ints (and b
 array, floats in one float64 array and everything else as objects — so rows can be dropped, added and stored
 without ever changing a value, and the frame decides the dtypes from what the rows hold now.
 
-numpy only (no pandas): the cache reads and writes tables without building a frame.
+numpy, and pandas only to number the distinct texts of a column (its hash table is in C).
 """
 
 from __future__ import annotations
