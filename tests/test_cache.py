@@ -124,38 +124,53 @@ def test_a_run_rewritten_by_log_is_read_again(base_dir: Path, parses: list[str])
     _same_as_without_cache(df, base_dir)
 
 
+def _edit_in_place(path: Path) -> None:
+    """What another program may do: rewrite the file in place, same size, and set its modification time back."""
+    before = os.stat(path)
+    with open(path, "r+b") as handle:
+        changed = handle.read().replace(b"acc = 0.0", b"acc = 0.5")
+        handle.seek(0)
+        handle.write(changed)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = os.stat(path)
+    assert (after.st_ino, after.st_size, after.st_mtime_ns) == (before.st_ino, before.st_size, before.st_mtime_ns)
+
+
 @pytest.mark.usefixtures("settled")
 def test_an_edit_in_place_that_keeps_inode_size_and_mtime_is_still_seen(base_dir: Path) -> None:
     """Neither the run directory's time (an edit in place leaves it) nor the file's modification time (another
     program may set it back) is trusted alone: the change time shows."""
     run = _runs(base_dir, 1)[0]
     MLProject(base_dir)
-    metrics = run.run_dir / "metrics.toml"
-    before = os.stat(metrics)
-    with open(metrics, "r+b") as handle:
-        changed = handle.read().replace(b"acc = 0.0", b"acc = 0.5")
-        handle.seek(0)
-        handle.write(changed)
-    os.utime(metrics, ns=(before.st_atime_ns, before.st_mtime_ns))
-    after = os.stat(metrics)
-    assert (after.st_ino, after.st_size, after.st_mtime_ns) == (before.st_ino, before.st_size, before.st_mtime_ns)
+    _edit_in_place(run.run_dir / "metrics.toml")
     df = _restarted(base_dir)
     assert list(df["acc"]) == [0.5]
     _same_as_without_cache(df, base_dir)
 
 
-def test_an_edit_in_place_within_the_same_timestamp_tick_is_never_served_stale(base_dir: Path) -> None:
-    """Runs parsed while their files are younger than the settling time are not kept (on a file system with a
-    coarse clock an edit within the tick would keep every field of the key), so the edit is seen."""
+@pytest.fixture
+def coarse_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file system whose times tick once a second (as some network and FUSE file systems report them)."""
+    names = ("st_atime", "st_mtime", "st_ctime", "st_atime_ns", "st_mtime_ns", "st_ctime_ns", "st_blksize")
+
+    def coarse(st: os.stat_result) -> os.stat_result:
+        extra = {name: getattr(st, name) for name in (*names, "st_blocks", "st_rdev") if hasattr(st, name)}
+        for name in ("st_mtime_ns", "st_ctime_ns"):
+            extra[name] -= extra[name] % 10**9
+        return os.stat_result(tuple(st[:10]), extra)
+
+    real_stat, real_fstat = os.stat, os.fstat
+    monkeypatch.setattr(os, "stat", lambda *args, **kw: coarse(real_stat(*args, **kw)))
+    monkeypatch.setattr(os, "fstat", lambda fd: coarse(real_fstat(fd)))
+
+
+@pytest.mark.usefixtures("coarse_clock")
+def test_an_edit_in_place_within_the_same_clock_tick_is_never_served_stale(base_dir: Path) -> None:
+    """With a coarse clock an edit within the tick keeps every field of the key; runs parsed while their files
+    are younger than the settling time are not kept, so the edit is seen all the same."""
     run = _runs(base_dir, 1)[0]
     MLProject(base_dir)
-    metrics = run.run_dir / "metrics.toml"
-    before = os.stat(metrics)
-    with open(metrics, "r+b") as handle:
-        changed = handle.read().replace(b"acc = 0.0", b"acc = 0.5")
-        handle.seek(0)
-        handle.write(changed)
-    os.utime(metrics, ns=(before.st_atime_ns, before.st_mtime_ns))
+    _edit_in_place(run.run_dir / "metrics.toml")
     df = _restarted(base_dir)
     assert list(df["acc"]) == [0.5]
     _same_as_without_cache(df, base_dir)
