@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from ml_manager import MLProject, MLRun, _cache, _storage
+from ml_manager import MLManagerWarning, MLProject, MLRun, _cache, _storage
 
 
 @pytest.fixture
@@ -548,3 +548,55 @@ def test_a_run_still_being_written_is_shown_but_not_kept(base_dir: Path, parses:
     again = _restarted(base_dir)
     assert parses == [runs[1].run_id]
     pd.testing.assert_frame_equal(again, df)
+
+
+@pytest.mark.usefixtures("settled")
+def test_a_name_given_twice_in_one_run_keeps_the_last_value_with_or_without_the_cache(
+    base_dir: Path, parses: list[str]
+) -> None:
+    both, neither = _runs(base_dir, 2)
+    config = both.run_dir / "config.toml"
+    config.write_text('"a.b" = 1\n[a]\nb = 2\n' + config.read_text())  # two spellings of the column a.b
+    first = MLProject(base_dir).df
+    assert first.set_index("run_id").loc[both.run_id, "a.b"] == 2
+    assert pd.isna(first.set_index("run_id").loc[neither.run_id, "a.b"])
+    parses.clear()
+    df = _restarted(base_dir)
+    assert parses == []
+    _same_as_without_cache(df, base_dir)
+
+
+@pytest.mark.usefixtures("settled")
+def test_a_run_file_that_cannot_be_looked_up_is_skipped_on_every_load(base_dir: Path) -> None:
+    runs = _runs(base_dir, 2)
+    MLProject(base_dir)
+    config = runs[0].run_dir / "config.toml"
+    config.unlink()
+    config.symlink_to(config)  # a loop: stat fails with ELOOP, not "no such file"
+    with pytest.warns(MLManagerWarning, match="skipping run"):
+        df = _restarted(base_dir)
+    assert list(df["run_id"]) == [runs[1].run_id]
+    with pytest.warns(MLManagerWarning, match="skipping run"):
+        assert list(MLProject(base_dir).df["run_id"]) == [runs[1].run_id]
+
+
+@pytest.mark.usefixtures("settled")
+def test_a_base_directory_whose_name_is_not_utf8_is_cached(tmp_path: Path, parses: list[str]) -> None:
+    base = Path(os.fsdecode(bytes(tmp_path) + b"/runs-\xff"))
+    _runs(base, 2)
+    first = MLProject(base).df
+    assert len(_cache_files()) == 1
+    parses.clear()
+    pd.testing.assert_frame_equal(_restarted(base), first)
+    assert parses == []
+
+
+def test_a_cache_file_with_a_time_python_cannot_hold_is_ignored() -> None:
+    from ml_manager import _cachefile, _table
+
+    key = (1, 2, 3, 4, -1, -1, -1, -1)
+    table = _table.from_parsed([_table.Parsed("p/a", key, {}, {}, {"created_at": _table.EPOCH}, {})])
+    column = table.sections["meta"]["created_at"]
+    assert column.ints is not None
+    column.ints[0] = 2**62  # far beyond year 9999: a file written by something else
+    assert _cachefile.decode(_cachefile.encode(table, "/base", "1"), "/base", "1") is None

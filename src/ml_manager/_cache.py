@@ -69,11 +69,13 @@ def cache_dir(setting: bool | str | os.PathLike[str] | None) -> Path | None:
     if setting is False:
         return None
     if setting is not None and setting is not True:
-        return Path(setting)
+        if not os.fspath(setting):
+            raise ValueError("cache: give a directory, True, False or None, not an empty path")
+        return Path(setting).absolute()
     if os.environ.get("ML_MANAGER_NO_CACHE", "").strip().lower() not in ("", "0", "false", "no"):
         return None
     chosen = os.environ.get("ML_MANAGER_CACHE_DIR")
-    if chosen:
+    if chosen and os.path.isabs(chosen):  # a relative one (as XDG's rule for its own variables) is ignored
         return Path(chosen)
     xdg = os.environ.get("XDG_CACHE_HOME")
     root = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".cache"
@@ -94,13 +96,19 @@ class Store:
         self.table: Table | None = None
         self.frame: tuple[Table, Frame] | None = None
         self.full: tuple[Table, str] | None = None  # the full file as read or written, and its id
+        self.full_key: tuple[int, int, int, int] | None = None  # which version of the file that was
+        self.lock = threading.Lock()
 
     def load(self) -> Table:
         """The settled runs last seen by this process, else by any (the cache files), else none."""
         if self.table is None:
             from . import _table
 
-            self.table = self.read() or _table.empty()
+            try:
+                self.table = self.read()
+            except Exception:  # whatever is wrong with a cache file, it is ignored and rebuilt
+                self.table, self.full = None, None
+            self.table = self.table or _table.empty()
         return self.table
 
     def file_size(self) -> int:
@@ -115,10 +123,10 @@ class Store:
         found = _read(self.file, self.base)
         if found is None:
             return None
-        table, header = found
+        table, header, key = found
         if type(header.get("id")) is not str:
             return None
-        self.full = (table, header["id"])
+        self.full, self.full_key = (table, header["id"]), key
         changed = _read(self.delta, self.base)
         if changed is None or changed[1].get("full") != header["id"]:
             return table
@@ -128,23 +136,35 @@ class Store:
         return _apply(table, set(gone), changed[0])
 
     def save(self, table: Table) -> None:
-        """Keep ``table`` for this process and, where there are cache files, write them (best effort)."""
+        """Keep ``table`` for this process and, where there are cache files, write them (best effort: a cache
+        that cannot be written, or holds a name JSON cannot, is only slower next time)."""
         self.table = table
         if self.file is None or self.delta is None:
             return
         from . import _cachefile, _table
 
-        if self.full is not None:
-            full, full_id = self.full
-            gone, added = _table.difference(full, table)
-            if len(gone) + len(added) <= max(_DELTA_ROWS, len(full) // 20):
-                data = _cachefile.encode(table.take(added), self.base, _version(), full=full_id, gone=gone)
-                _write(self.delta, data)
-                return
-        full_id = os.urandom(8).hex()
-        if _write(self.file, _cachefile.encode(table, self.base, _version(), id=full_id)):
-            self.full = (table, full_id)
-            _unlink(str(self.delta))
+        try:
+            if self.full is not None:
+                full, full_id = self.full
+                gone, added = _table.difference(full, table)
+                if len(gone) + len(added) <= max(_DELTA_ROWS, len(full) // 20):
+                    if _key(self.file) == self.full_key:  # else another process rewrote it: a delta would be lost
+                        data = _cachefile.encode(table.take(added), self.base, _version(), full=full_id, gone=gone)
+                        _write(self.delta, data)
+                    return
+            full_id = os.urandom(8).hex()
+            if _write(self.file, _cachefile.encode(table, self.base, _version(), id=full_id)):
+                self.full, self.full_key = (table, full_id), _key(self.file)
+                _unlink(str(self.delta))
+        except (TypeError, ValueError, OverflowError):
+            return  # orjson refuses text that is not UTF-8 (a path's undecodable bytes)
+
+
+def _key(path: Path) -> tuple[int, int, int, int] | None:
+    try:
+        return key_of(os.stat(path))
+    except OSError:
+        return None
 
 
 # A delta of up to this many runs (or a twentieth of the full file) is written instead of the whole cache.
@@ -164,19 +184,21 @@ def _apply(table: Table, gone: set[str], changed: Table) -> Table:
     return _table.merge(table.take(np.flatnonzero(keep)), changed)
 
 
-def _read(path: Path | None, base: str) -> tuple[Table, dict[str, Any]] | None:
+def _read(path: Path | None, base: str) -> tuple[Table, dict[str, Any], tuple[int, int, int, int]] | None:
     if path is None:
         return None
     try:
         with open(path, "rb") as handle:
-            if hasattr(os, "getuid") and os.fstat(handle.fileno()).st_uid != os.getuid():
+            st = os.fstat(handle.fileno())
+            if hasattr(os, "getuid") and st.st_uid != os.getuid():
                 return None  # written by someone else: not data to rely on
             data = handle.read()
     except OSError:
         return None
     from . import _cachefile
 
-    return _cachefile.decode(data, base, _version())
+    found = _cachefile.decode(data, base, _version())
+    return None if found is None else (*found, key_of(st))
 
 
 def _write(path: Path, data: bytes) -> bool:
@@ -184,7 +206,9 @@ def _write(path: Path, data: bytes) -> bool:
     not be written: a cache that cannot be written is only slower next time."""
     temporary = f"{path}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
     try:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path.parent.parent.parent.mkdir(parents=True, exist_ok=True)
+        for folder in (path.parent.parent, path.parent):  # .../ml_manager/projects: the user's alone
+            folder.mkdir(mode=0o700, exist_ok=True)
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             with os.fdopen(fd, "wb") as handle:
@@ -219,7 +243,8 @@ def store_for(base_dir: str | os.PathLike[str], setting: bool | str | os.PathLik
 
     base = os.path.realpath(base_dir)
     where = cache_dir(setting)
-    file = None if where is None else where / "projects" / (hashlib.sha256(base.encode()).hexdigest()[:32] + ".runs")
+    name = hashlib.sha256(os.fsencode(base)).hexdigest()[:32] + ".runs"
+    file = None if where is None else where / "projects" / name
     with _guard:
         return _stores.setdefault((base, file), Store(base, file))
 

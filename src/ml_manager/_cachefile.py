@@ -24,12 +24,17 @@ import numpy as np
 import orjson
 
 from ._cache import _HEAD, FORMAT, MAGIC
-from ._table import BOOL, FLOAT, INT, OBJ, SECTIONS, STR, TIME, Column, Table
+from ._table import BOOL, EPOCH, FLOAT, INT, OBJ, SECTIONS, STR, TIME, Column, Table
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
 
 _ENDIAN: Literal["<"] = "<"
+# The microseconds since 1970 of the first and last datetime Python has (UTC).
+_FIRST_TIME = (datetime.datetime.min.replace(tzinfo=datetime.timezone.utc) - EPOCH) // datetime.timedelta(
+    microseconds=1
+)
+_LAST_TIME = (datetime.datetime.max.replace(tzinfo=datetime.timezone.utc) - EPOCH) // datetime.timedelta(microseconds=1)
 
 
 class _Unstorable(Exception):
@@ -88,7 +93,7 @@ def _encode(table: Table, base: str, version: str, extra: dict[str, Any]) -> byt
         sections[section] = described
     header = {
         "ml_manager": version,
-        "base": base,
+        "base": _text(base),
         "rows": len(table),
         "where": table.where,
         "keys": put(table.keys),
@@ -111,6 +116,11 @@ def _used_texts(
     compact = np.full(len(text_at), -1, np.int32)
     compact[is_text] = places
     return texts[used], compact
+
+
+def _text(path: str) -> str:
+    """A path as JSON can hold it: undecodable bytes (kept by the file system's encoding) written as ``\\xNN``."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def _uniform(codes: NDArray[np.uint8]) -> bool:
@@ -221,7 +231,7 @@ def _decode(data: bytes, base: str, version: str) -> tuple[Table, dict[str, Any]
     if zlib.crc32(body, zlib.crc32(text)) != crc:
         return None
     header = orjson.loads(text)
-    if header["ml_manager"] != version or header["base"] != base:
+    if header["ml_manager"] != version or header["base"] != _text(base):
         return None
     n = header["rows"]
     where = header["where"]
@@ -263,6 +273,10 @@ def _column(entry: dict[str, Any], n: int, get: Any) -> Column:
     floats = get(entry["floats"], "f8", n) if "floats" in entry else None
     if (ints is None) != (counts[INT] + counts[BOOL] + counts[TIME] == 0) or (floats is None) != (counts[FLOAT] == 0):
         raise ValueError("arrays do not match the type codes")
+    if counts[TIME] and ints is not None:
+        times = ints[codes == TIME]
+        if times.min() < _FIRST_TIME or times.max() > _LAST_TIME:
+            raise ValueError("a time out of datetime's range")
     texts, text_at = _texts(entry, codes, int(counts[STR]), get)
     objs = _objects(entry, codes, int(counts[OBJ]))
     return Column(codes, ints, floats, objs, texts=texts, text_at=text_at)

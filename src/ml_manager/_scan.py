@@ -67,13 +67,16 @@ def scan(base: str, errors: list[tuple[str, OSError]], *, identify: bool = True)
                 where = name if fd is not None else os.path.join(project_dir, name)
                 try:
                     c = stat(where + CONFIG, dir_fd=fd)
-                except FileNotFoundError:
-                    add(NO_CONFIG)
+                except OSError:
+                    add(NO_CONFIG)  # missing, or unreadable: the run is read, and skipped with the reason
                     continue
                 try:
                     m = stat(where + METRICS, dir_fd=fd)
                 except FileNotFoundError:
                     add((c.st_ino & mask, c.st_size, c.st_mtime_ns, c.st_ctime_ns, *NO_METRICS))
+                    continue
+                except OSError:
+                    add(NO_CONFIG)
                     continue
                 add((
                     c.st_ino & mask, c.st_size, c.st_mtime_ns, c.st_ctime_ns,
@@ -128,6 +131,8 @@ class Aside:
             return None
         count, size = int.from_bytes(output[:8], "little"), int.from_bytes(output[8:16], "little")
         keys = array("q")
+        if (len(output) - 16 - size) % keys.itemsize:
+            return None
         keys.frombytes(output[16 + size :])
         places = output[16 : 16 + size].decode("utf-8", "surrogateescape").split("\0") if count else []
         if len(places) != count or len(keys) != 8 * count:

@@ -326,17 +326,21 @@ def from_parsed(runs: Iterable[Parsed]) -> Table:
 
 def _collect(table: Mapping[str, Any], prefix: str, row: int, found: dict[str, tuple[list[int], list[Any]]]) -> None:
     """Add the row's flattened values (as :func:`flatten` names them) to ``found``: per name, rows and values."""
-    for key, value in table.items():
-        kind = type(value)
+    for key, given in table.items():
+        kind = type(given)
         if kind is dict:
-            _collect(value, f"{prefix}{key}.", row, found)
+            _collect(given, f"{prefix}{key}.", row, found)
             continue
         name = f"{prefix}{key}" if prefix else key
+        value = str(given) if kind not in _FLAT and isinstance(given, PurePath) else given
         column = found.get(name)
         if column is None:
             found[name] = column = ([], [])
+        elif column[0][-1] == row:  # "a.b" and [a] b in one run: the last one wins, as in flatten()
+            column[1][-1] = value
+            continue
         column[0].append(row)
-        column[1].append(str(value) if kind not in _FLAT and isinstance(value, PurePath) else value)
+        column[1].append(value)
 
 
 _FLAT = frozenset({str, int, float, bool, list, datetime.datetime})

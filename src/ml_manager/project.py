@@ -93,14 +93,18 @@ class MLProject:
         return self.df
 
     def _load(self) -> Frame:
+        base = str(self.base_dir)
+        store = _cache.store_for(base, self._cache)
+        with store.lock:  # one load of a base directory at a time in this process (the runs page has threads)
+            return self._load_with(store, base)
+
+    def _load_with(self, store: _cache.Store, base: str) -> Frame:
         skipped: list[CorruptRunFileError] = []
         import numpy as np  # imported by the first load, not by `import ml_manager`
 
         from . import _scan
 
         _fs.forget()  # which mounts cache sizes: looked up again, once per mount, for this load
-        base = str(self.base_dir)
-        store = _cache.store_for(base, self._cache)
         aside = _scan.Aside(base) if store.table is None and store.file_size() >= _SCAN_ASIDE_FROM else None
         ahead = listed = listing = None
         try:
@@ -119,7 +123,7 @@ class MLProject:
             for directory, exc in errors:
                 error = CorruptRunFileError(directory, exc.strerror or str(exc))
                 skipped.append(error)
-                warnings.warn(f"skipping {directory}: {error}", MLManagerWarning, stacklevel=4)
+                warnings.warn(f"skipping {directory}: {error}", MLManagerWarning, stacklevel=5)
         places, found = listing[0], np.frombuffer(listing[1], np.int64).reshape(len(listing[0]), 8)
         if listed is not None and listed[0] == places:
             rows = listed[1]  # the same runs as last time: no lookup by name
@@ -129,6 +133,7 @@ class MLProject:
         same[same] = (cached.keys[rows[same]] == found[same]).all(axis=1)
         kept = rows[same]  # only settled runs are cached, and unchanged files stay settled
         parsed: list[_table.Parsed] = []
+        now = time.time_ns()  # before reading: a file this young when read may change within its clock tick
         progress = _Progress(len(places) - len(kept))
         for at in np.flatnonzero(~same).tolist():
             progress.step()
@@ -139,16 +144,20 @@ class MLProject:
                 continue  # still being created, or removed while we looked
             except CorruptRunFileError as exc:
                 skipped.append(exc)
-                warnings.warn(f"skipping run {run_dir}: {exc}", MLManagerWarning, stacklevel=4)
+                warnings.warn(f"skipping run {run_dir}: {exc}", MLManagerWarning, stacklevel=5)
         progress.done()
         self.skipped = skipped
-        table = self._refresh(store, cached, np.sort(kept), parsed)
-        if store.frame is None or store.frame[0] is not table:
-            store.frame = ahead if ahead is not None and ahead[0] is table else (table, build_frame(table))
-        return store.frame[1]
+        table = self._refresh(store, cached, np.sort(kept), parsed, now)
+        if store.frame is not None and store.frame[0] is table:
+            return store.frame[1]
+        frame = ahead[1] if ahead is not None and ahead[0] is table else build_frame(table)
+        store.frame = (table, frame)
+        return frame
 
     @staticmethod
-    def _refresh(store: _cache.Store, cached: _table.Table, kept: Any, parsed: list[_table.Parsed]) -> _table.Table:
+    def _refresh(
+        store: _cache.Store, cached: _table.Table, kept: Any, parsed: list[_table.Parsed], now: int
+    ) -> _table.Table:
         """The table of this load, from the cached rows still valid and the runs parsed; the cache is updated with
         what of it has settled."""
         import numpy as np
@@ -159,7 +168,6 @@ class MLProject:
             return cached  # nothing changed: the frame built last time is still right
         unchanged = cached if len(kept) == len(cached) else cached.take(kept)
         table = _table.merge(unchanged, _table.from_parsed(parsed))
-        now = time.time_ns()
         unsettled = {run.where for run in parsed if not _cache.settled(run.key, now)}
         if len(unsettled) < len(parsed) or len(kept) != len(cached):
             rows = [row for row, place in enumerate(table.where) if place not in unsettled] if unsettled else None
