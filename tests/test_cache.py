@@ -320,7 +320,15 @@ def test_the_cache_can_be_moved_or_turned_off(
     monkeypatch.delenv("ML_MANAGER_CACHE_DIR")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     MLProject(base_dir)
-    assert len(list((tmp_path / "xdg" / "ml_manager" / "projects").glob("*.runs"))) == 1
+    xdg = tmp_path / "xdg" / "ml_manager"
+    assert len(list((xdg / "projects").glob("*.runs"))) == 1
+    assert (xdg.stat().st_mode & 0o777, (xdg / "projects").stat().st_mode & 0o777) == (0o700, 0o700)
+    monkeypatch.setenv("ML_MANAGER_CACHE_DIR", "relative")  # ignored, as a relative XDG variable is
+    monkeypatch.chdir(base_dir)
+    MLProject(base_dir)
+    assert not (base_dir / "relative").exists()
+    with pytest.raises(ValueError, match="cache"):
+        MLProject(base_dir, cache="")
 
 
 @pytest.mark.usefixtures("settled")

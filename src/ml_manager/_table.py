@@ -314,12 +314,13 @@ def from_parsed(runs: Iterable[Parsed]) -> Table:
     """The table of ``runs``, sorted into the project table's order."""
     ordered = sorted(runs, key=lambda run: (_stamp(run.meta.get("created_at")), *run.where.partition("/")[::2]))
     n = len(ordered)
+    every = list(range(n))
     sections: dict[str, dict[str, Column]] = {}
     for section in SECTIONS:
         found: dict[str, tuple[list[int], list[Any]]] = {}
         for row, run in enumerate(ordered):
             _collect(_visible(section, getattr(run, section)), "", row, found)
-        sections[section] = {name: encode(_spread(*found[name], n)) for name in sorted(found)}
+        sections[section] = {name: encode(_spread(*found[name], every)) for name in sorted(found)}
     keys = np.array([run.key for run in ordered], np.int64).reshape(n, 8)
     return Table([run.where for run in ordered], keys, sections)
 
@@ -336,9 +337,6 @@ def _collect(table: Mapping[str, Any], prefix: str, row: int, found: dict[str, t
         column = found.get(name)
         if column is None:
             found[name] = column = ([], [])
-        elif column[0][-1] == row:  # "a.b" and [a] b in one run: the last one wins, as in flatten()
-            column[1][-1] = value
-            continue
         column[0].append(row)
         column[1].append(value)
 
@@ -346,12 +344,18 @@ def _collect(table: Mapping[str, Any], prefix: str, row: int, found: dict[str, t
 _FLAT = frozenset({str, int, float, bool, list, datetime.datetime})
 
 
-def _spread(rows: list[int], values: list[Any], n: int) -> list[Any]:
-    """One value per row: ``values`` at ``rows``, :data:`ABSENT` elsewhere."""
-    if len(rows) == n:
+def _spread(rows: list[int], values: list[Any], every: list[int]) -> list[Any]:
+    """One value per row of ``every``: ``values`` at ``rows``, :data:`ABSENT` elsewhere.  A row given twice
+    (``"a.b" = 1`` and ``[a] b = 2`` in one run) keeps its last value, as :func:`flatten` does."""
+    if rows == every:  # the usual column: one value in every row
         return values
-    spread = np.full(n, ABSENT, object)
-    spread[rows] = values
+    at = np.asarray(rows, np.intp)
+    last = np.ones(len(at), bool)
+    last[:-1] = at[1:] != at[:-1]
+    spread = np.full(len(every), ABSENT, object)
+    chosen = np.empty(int(last.sum()), object)
+    chosen[:] = [value for value, keep in zip(values, last.tolist(), strict=True) if keep]
+    spread[at[last]] = chosen
     return spread.tolist()  # type: ignore[no-any-return]
 
 
