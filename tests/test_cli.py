@@ -352,3 +352,76 @@ def test_a_table_written_to_a_file_or_pipe_keeps_every_column(base_dir: Path, ru
     assert done.stderr == ""
     header = done.stdout.splitlines()[0].split()
     assert header == ["run_id", "project_name", "status", "created", "lr", "model.name", "accuracy", "loss"]
+
+
+# -- the base directory, every way ----------------------------------------------------------------------------
+
+
+def _every_command(base_dir: Path, runs: list[MLRun], out: Path) -> dict[str, list[str]]:
+    """Each subcommand's arguments but the base directory (the ui is started on its own below)."""
+    return {
+        "ls": ["ls", "--format", "csv"],
+        "show": ["show", runs[0].run_id, "--format", "json"],
+        "diff": ["diff", runs[0].run_id, runs[1].run_id, "--format", "csv"],
+        "export": ["export", "--format", "json", "--output", str(out / "export.json")],
+        "doctor": ["doctor"],
+        "report": ["report", "--output", str(out / "report.html")],
+    }
+
+
+def test_every_command_takes_the_base_directory_as_an_option_and_from_the_environment(
+    base_dir: Path, runs: list[MLRun], tmp_path: Path
+) -> None:
+    for name, args in _every_command(base_dir, runs, tmp_path).items():
+        by_option = cli(*args, "-d", str(base_dir))
+        by_long_option = cli(*args, "--base-dir", str(base_dir))
+        by_variable = cli(*args, env={"ML_MANAGER_BASE_DIR": str(base_dir)})
+        assert by_option.returncode == 0, (name, by_option.stderr)
+        assert by_long_option.stdout == by_option.stdout, name
+        assert by_variable.stdout == by_option.stdout, name
+    assert runs[0].run_id in cli("ls", "--base-dir", str(base_dir)).stdout
+
+
+def test_table_commands_take_it_as_their_last_positional_too(
+    base_dir: Path, runs: list[MLRun], tmp_path: Path
+) -> None:
+    for name in ("ls", "export", "doctor", "report"):
+        args = _every_command(base_dir, runs, tmp_path)[name]
+        by_option = cli(*args, "-d", str(base_dir))
+        by_position = cli(args[0], str(base_dir), *args[1:])
+        assert by_position.returncode == 0, (name, by_position.stderr)
+        assert by_position.stdout == by_option.stdout, name
+    twice = cli("ls", str(base_dir), "-d", str(tmp_path))
+    assert twice.returncode == 2
+    assert "two base directories" in twice.stderr
+    assert cli("ls", str(base_dir), "-d", str(base_dir)).returncode == 0  # the same one twice is fine
+
+
+@pytest.mark.parametrize("way", ["positional", "option"])
+def test_the_ui_serves_the_base_directory_given_either_way(base_dir: Path, runs: list[MLRun], way: str) -> None:
+    import socket
+    import time
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    where = [str(base_dir)] if way == "positional" else ["-d", str(base_dir)]
+    command = [sys.executable, "-m", "ml_manager", "ui", *where, "--port", str(port)]
+    with subprocess.Popen(command, stderr=subprocess.PIPE, text=True) as server:
+        try:
+            deadline = time.monotonic() + 60
+            while True:  # until it answers (or dies): a condition, not a guess
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/runs", timeout=5) as answer:
+                        table = json.load(answer)
+                    break
+                except OSError:
+                    if server.poll() is not None or time.monotonic() > deadline:
+                        said = server.stderr.read() if server.stderr else ""
+                        raise AssertionError(f"the server did not start: {said}") from None
+                    time.sleep(0.05)
+        finally:
+            server.terminate()
+            server.communicate(timeout=30)
+    assert len(table["rows"]) == len(runs)

@@ -50,6 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     warnings.showwarning = _warning_line
     try:
+        _resolve_base_dir(args)
         code: int = args.command(args)
     except BrokenPipeError:  # pragma: no cover - `ml-manager ls | head`
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -147,11 +148,24 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _add_base_dir(parser: argparse.ArgumentParser, *, positional: bool) -> None:
-    default = os.environ.get(BASE_DIR_ENV, ".")
+    """``-d/--base-dir`` on every command; the table-level ones also take it as their last positional."""
     if positional:
-        parser.add_argument("base_dir", nargs="?", default=default, metavar="BASE_DIR")
-    else:
-        parser.add_argument("--base-dir", "-d", dest="base_dir", default=default, metavar="BASE_DIR")
+        parser.add_argument("base_dir", nargs="?", metavar="BASE_DIR", help="the base directory (or -d)")
+    parser.add_argument(
+        "--base-dir",
+        "-d",
+        dest="base_dir_option",
+        metavar="BASE_DIR",
+        help=f"the base directory (default: ${BASE_DIR_ENV}, else the current directory)",
+    )
+
+
+def _resolve_base_dir(args: argparse.Namespace) -> None:
+    """``args.base_dir``: the positional or ``-d`` (given twice, they must agree), else the variable, else "."."""
+    given, option = getattr(args, "base_dir", None), args.base_dir_option
+    if given is not None and option is not None and given != option:
+        raise UsageError(f"two base directories given: {given!r} and -d {option!r}")
+    args.base_dir = given or option or os.environ.get(BASE_DIR_ENV) or "."
 
 
 def _positive_int(text: str) -> int:
