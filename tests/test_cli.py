@@ -382,9 +382,7 @@ def test_every_command_takes_the_base_directory_as_an_option_and_from_the_enviro
     assert runs[0].run_id in cli("ls", "--base-dir", str(base_dir)).stdout
 
 
-def test_table_commands_take_it_as_their_last_positional_too(
-    base_dir: Path, runs: list[MLRun], tmp_path: Path
-) -> None:
+def test_table_commands_take_it_as_their_last_positional_too(base_dir: Path, runs: list[MLRun], tmp_path: Path) -> None:
     for name in ("ls", "export", "doctor", "report"):
         args = _every_command(base_dir, runs, tmp_path)[name]
         by_option = cli(*args, "-d", str(base_dir))
