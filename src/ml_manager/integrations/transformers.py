@@ -116,6 +116,7 @@ class MLManagerCallback(TrainerCallback):
         return self._run if self._run_pid == os.getpid() else None
 
     def on_init_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+        """Resuming an existing run: point the Trainer's ``output_dir`` at the run's checkpoints."""
         # Going on with an existing run: its checkpoints are where the Trainer must look for one to resume from,
         # which it does before training begins.  (No collective here: a Trainer may be made on one rank alone.)
         if self.save_in_run and self._resuming and (self._options.run_dir() / "config.toml").exists():
@@ -124,6 +125,7 @@ class MLManagerCallback(TrainerCallback):
     def on_train_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
+        """Every rank: agree on the run (rank 0 creates it with the arguments and the model's config)."""
         run = self.run
         if run is None:  # every rank begins training together: the run is agreed on here
             config = {name: getattr(args, name) for name in _ARGUMENTS if hasattr(args, name)}
@@ -145,6 +147,7 @@ class MLManagerCallback(TrainerCallback):
         logs: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
+        """Write the Trainer's logged values at its global step (gathered ones by rank 0, timings by every rank)."""
         if logs:
             self._write(logs, state.global_step)
             self._logged = (state.global_step, frozenset(logs))
@@ -157,6 +160,7 @@ class MLManagerCallback(TrainerCallback):
         metrics: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
+        """Write the evaluation's metrics that ``on_log`` did not already write."""
         # The Trainer hands the evaluation's metrics to on_log first: write only what that did not.
         step, keys = self._logged
         fresh = {k: v for k, v in (metrics or {}).items() if step != state.global_step or k not in keys}
@@ -164,6 +168,7 @@ class MLManagerCallback(TrainerCallback):
             self._write(fresh, state.global_step)
 
     def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+        """Rank 0: record the checkpoint's path in the history, at its step."""
         run = self.run
         if run is not None and _common.rank() == 0:
             path = os.path.join(str(args.output_dir), f"checkpoint-{state.global_step}")
@@ -172,6 +177,7 @@ class MLManagerCallback(TrainerCallback):
     def on_train_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
+        """Every rank: flush its records and wait for the others; rank 0 then marks the run finished."""
         run = self.run
         if run is None:
             return
