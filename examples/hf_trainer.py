@@ -41,13 +41,18 @@ class RandomTokens(torch.utils.data.Dataset[dict[str, Any]]):
 
 
 class FailAt(TrainerCallback):
-    """Raises as training step ``step`` begins: what a failing step does to the run."""
+    """Raises as training step ``step`` begins, in the main process: what a failing step does to the run.
+
+    (Only there: where every rank raised, the launcher could stop the main process with a signal before its own
+    exception ended it, and a process ended by a signal cannot record ``failed``; ``ml-manager doctor`` then
+    reports the run as crashed.)
+    """
 
     def __init__(self, step: int) -> None:
         self.step = step
 
     def on_step_begin(self, args: TrainingArguments, state: TrainerState, control: Any, **kwargs: Any) -> None:
-        if state.global_step == self.step:
+        if state.global_step == self.step and state.is_world_process_zero:
             raise RuntimeError("a training step that fails")
 
 

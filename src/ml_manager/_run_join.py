@@ -46,7 +46,8 @@ class JoinMethods(RunState):
             lock: the lock kind for this handle's writes; default (and ``"auto"``) the one the run recorded at
                 creation, which every writer of the run must use.
             lock_timeout: as for :meth:`create`, for this handle's writes.
-            flush_interval, max_unflushed: as for :meth:`create`, for this handle's :meth:`log`.
+            flush_interval: as for :meth:`create`, for this handle's :meth:`log`.
+            max_unflushed: as for :meth:`create`, for this handle's :meth:`log`.
 
         Returns:
             A run without a wandb connection (``wandb_run`` is ``None``).
@@ -101,7 +102,11 @@ class JoinMethods(RunState):
 
         Args:
             run_dir: ``base_dir/project_name/run_id``; default ``ML_MANAGER_RUN_DIR``.
-            durable, lock, lock_timeout, flush_interval, max_unflushed: as for :meth:`load`.
+            durable: as for :meth:`load`.
+            lock: as for :meth:`load`.
+            lock_timeout: as for :meth:`load`.
+            flush_interval: as for :meth:`load`.
+            max_unflushed: as for :meth:`load`.
 
         Returns:
             A handle without wandb, like :meth:`load`'s.
