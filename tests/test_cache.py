@@ -600,10 +600,10 @@ def test_a_base_directory_whose_name_is_not_utf8_is_cached(tmp_path: Path, parse
 
 
 def test_a_cache_file_with_a_time_python_cannot_hold_is_ignored() -> None:
-    from ml_manager import _cachefile, _table
+    from ml_manager import _cachefile, _column, _table
 
     key = (1, 2, 3, 4, -1, -1, -1, -1)
-    table = _table.from_parsed([_table.Parsed("p/a", key, {}, {}, {"created_at": _table.EPOCH}, {})])
+    table = _table.from_parsed([_table.Parsed("p/a", key, {}, {}, {"created_at": _column.EPOCH}, {})])
     column = table.sections["meta"]["created_at"]
     assert column.ints is not None
     column.ints[0] = 2**62  # far beyond year 9999: a file written by something else

@@ -24,7 +24,8 @@ import numpy as np
 import orjson
 
 from ._cache import _HEAD, FORMAT, MAGIC
-from ._table import BOOL, EPOCH, FLOAT, INT, OBJ, SECTIONS, STR, TIME, Column, Table
+from ._column import BOOL, EPOCH, FLOAT, INT, OBJ, STR, TIME, Column
+from ._table import SECTIONS, Table
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray

@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 if TYPE_CHECKING:
     import pandas as pd
 
-    from ._table import Column, Table
+    from ._column import Column
+    from ._table import Table
 
 ID_COLUMNS = ("run_id", "project_name")
 
@@ -100,7 +101,7 @@ def _column(column: Column) -> Any:  # noqa: PLR0911 - one return per kind of co
     import numpy as np
     import pandas as pd
 
-    from ._table import BOOL, FLOAT, INT, MISSING, OBJ, STR, TIME
+    from ._column import BOOL, FLOAT, INT, MISSING, OBJ, STR, TIME
 
     codes = column.codes
     counts = np.bincount(codes, minlength=7)
