@@ -24,7 +24,7 @@ import weakref
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from . import _history, _log, _storage
+from . import _document, _history, _log, _storage
 from ._wandb import one_call_per_step
 from ._writer import LogStats, wait, writer
 from .errors import FlushError
@@ -251,7 +251,7 @@ class Channel:
                     self.paths.run_dir, _history.encode_batch(batch, self._signature()), durable=self.durable
                 )
                 for _, _, values in batch:  # before the batch leaves ``unwritten``: never nothing to do
-                    _storage.deep_merge(self.unmerged, values)
+                    _document.deep_merge(self.unmerged, values)
                 self.unwritten = []
                 self.written += len(batch)
                 with self.room_lock:

@@ -8,7 +8,7 @@ import string
 import sys
 from typing import TYPE_CHECKING, Any
 
-from . import _history, _storage, _wandb
+from . import _document, _history, _storage, _wandb
 from ._git import start_git_info
 from ._locking import resolve_lock_kind
 from ._storage import RunPaths
@@ -105,7 +105,7 @@ def start_run(
     return {
         "paths": paths,
         "project_name": project_name,
-        "config": restore_config(_storage.copy_document(stored_config), python_types),
+        "config": restore_config(_document.copy_document(stored_config), python_types),
         "metrics": {},
         "meta": meta,
         "wandb_info": wandb_info,

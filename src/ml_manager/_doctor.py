@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from . import _fs, _history, _lease, _storage
+from . import _document, _fs, _history, _lease, _storage
 from ._atomic import _TEMP_NAME, remove_stale_temps
 from ._locking import LOCK_FILES, LockKind, recorded_kind, resolve_lock_kind, resolve_lock_timeout, run_lock
 from ._queue import NODE_SUFFIX, QUEUE_SUFFIX
@@ -307,7 +307,7 @@ def _rebuild_metrics(run_dir: Path) -> str:
             return "left alone: metrics.toml was repaired meanwhile"
         merged: dict[str, Any] = {}
         for record in records:
-            _storage.deep_merge(merged, record["metrics"])
+            _document.deep_merge(merged, record["metrics"])
         keep = _free_name(run_dir / f"{_storage.METRICS_FILE}.corrupt")
         fence()
         os.replace(paths.metrics, keep)

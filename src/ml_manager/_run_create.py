@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import _create, _dist, _storage, _wandb, _writer
+from . import _create, _dist, _document, _wandb, _writer
 from ._locking import check_lock_choice, resolve_lock_timeout
 from ._run_state import RESERVED, RunState, run_class
 from ._values import normalize_config
@@ -84,9 +84,9 @@ class CreateMethods(RunState):
             ValueError: a bad name, mode or timeout, or a reserved config key.
             FileExistsError: ``run_id`` was given and that run already exists.
         """
-        _storage.check_name(project_name, "project_name")
+        _document.check_name(project_name, "project_name")
         if run_id is not None:
-            _storage.check_name(run_id, "run_id")
+            _document.check_name(run_id, "run_id")
         if not isinstance(config, Mapping):
             raise TypeError(f"config must be a mapping, not {type(config).__name__}")
         reserved = [key for key in RESERVED if key in config]

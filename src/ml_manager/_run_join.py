@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import _create, _fs, _storage, _writer
+from . import _create, _document, _fs, _storage, _writer
 from ._locking import check_lock_choice, recorded_kind, resolve_lock_kind, resolve_lock_timeout
 from ._run_state import RunState, run_class
 from ._storage import RunPaths
@@ -58,7 +58,7 @@ class JoinMethods(RunState):
             CorruptRunFileError: ``config.toml`` or ``metrics.toml`` cannot be read or parsed, or
                 ``metrics.toml`` exists without ``config.toml``.
         """
-        _storage.check_name(run_id, "run_id")
+        _document.check_name(run_id, "run_id")
         check_lock_choice(lock)
         timeout = resolve_lock_timeout(lock_timeout)
         interval = _writer.resolve_flush_interval(flush_interval)

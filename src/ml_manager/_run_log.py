@@ -7,7 +7,7 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from . import _channel, _history, _storage, _wandb, _writer
+from . import _channel, _document, _history, _storage, _wandb, _writer
 from ._run_state import RESERVED, RunState
 from ._values import check_step, metrics_snapshot, normalize_config, normalize_metrics, restore_config
 from ._writer import LogStats
@@ -88,13 +88,13 @@ class LogMethods(RunState):
         def merge(document: dict[str, Any]) -> dict[str, Any]:
             meta, wandb_info = _storage.split_config(document, config_file)
             config = restore_config(document, meta.get("python_types"))
-            stored, python_types = normalize_config(_storage.deep_merge(config, config_dict))
+            stored, python_types = normalize_config(_document.deep_merge(config, config_dict))
             if python_types:
                 meta["python_types"] = python_types
             else:
                 meta.pop("python_types", None)
             merged.clear()
-            merged.update(restore_config(_storage.copy_document(stored), python_types))
+            merged.update(restore_config(_document.copy_document(stored), python_types))
             return {**stored, "_wandb": wandb_info, "_meta": meta}
 
         document = _storage.update_file(

@@ -16,20 +16,22 @@ place) is looked for again before it is believed missing.
 
 from __future__ import annotations
 
-import datetime
 import errno
 import os
 import time
-from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from . import _fs
 from ._atomic import atomic_write, remove_stale_temps, sync_directory_of
 from ._cache import FileKey, file_key, key_of
+from ._document import check_name, copy_document, deep_merge
 from ._locking import LOCK_FILES, LeaseLost, LockKind, run_lock
 from ._toml import dumps, parse_toml
 from .errors import CorruptRunFileError, LockTimeoutError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
 
 CONFIG_FILE = "config.toml"
 METRICS_FILE = "metrics.toml"
@@ -65,21 +67,6 @@ class RunPaths(NamedTuple):
 
     def lock(self, kind: LockKind) -> Path:
         return self.run_dir / LOCK_FILES[kind]
-
-
-def check_name(name: object, what: str) -> str:
-    """Validate a name used as one path component.
-
-    Raises:
-        TypeError: ``name`` is not a string.
-        ValueError: it is empty, ``.`` or ``..``, or contains a path separator or NUL.
-    """
-    if not isinstance(name, str):
-        raise TypeError(f"{what} must be a string, not {type(name).__name__}")
-    seps = {os.sep, "/"} | ({os.altsep} if os.altsep else set())
-    if name in ("", ".", "..") or any(sep in name for sep in seps) or "\0" in name:
-        raise ValueError(f"{what} {name!r} is not a valid name: it must be one non-empty path component")
-    return name
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:
@@ -257,35 +244,6 @@ def write_toml(
     """Serialise ``document`` and replace ``path`` with it through the atomic write primitive."""
     data = dumps(document).encode("utf-8")
     atomic_write(path, data, durable=durable, sync_directory=sync_directory, before_replace=before_replace)
-
-
-def deep_merge(base: dict[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
-    """Merge ``new`` into ``base`` in place: tables merge key by key, any other value replaces."""
-    for key, value in new.items():
-        if type(value) in _LEAVES:  # the common case first, without the slow Mapping check: it replaces
-            base[key] = value
-            continue
-        old = base.get(key)
-        if isinstance(value, Mapping) and isinstance(old, dict):
-            deep_merge(old, value)
-        else:
-            base[key] = copy_document(value)
-    return base
-
-
-def copy_document(value: Any) -> Any:
-    """A deep copy of a parsed document (tables and arrays copied, leaves shared: they are immutable)."""
-    kind = type(value)
-    if kind is dict:  # the common case first: a long metrics.toml is copied on every write
-        return {k: v if type(v) in _LEAVES else copy_document(v) for k, v in value.items()}
-    if isinstance(value, Mapping):
-        return {k: copy_document(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [copy_document(v) for v in value]
-    return value
-
-
-_LEAVES = frozenset({str, int, float, bool, datetime.datetime, datetime.date, datetime.time})
 
 
 def update_file(

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from . import _log
+from ._document import deep_merge
 from ._forward import Forwarder, ForwarderStats
-from ._storage import deep_merge
 from .errors import MLManagerWarning
 
 if TYPE_CHECKING:

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path, PurePath
 from typing import Any
 
-from ml_manager import _create, _dist, _storage, _wandb
+from ml_manager import _create, _dist, _document, _wandb
 from ml_manager._locking import check_lock_choice, resolve_lock_timeout
 from ml_manager._values import normalize_config
 from ml_manager.errors import FlushError, MLManagerWarning
@@ -36,9 +36,9 @@ class RunOptions:
         run_id: str | None,
         create_kwargs: dict[str, Any],
     ) -> None:
-        _storage.check_name(project_name, "project_name")
+        _document.check_name(project_name, "project_name")
         if run_id is not None:
-            _storage.check_name(run_id, "run_id")
+            _document.check_name(run_id, "run_id")
         unknown = sorted(set(create_kwargs) - _CREATE_OPTIONS)
         if unknown:
             raise TypeError(f"unexpected keyword argument {unknown[0]!r}; MLRun.create takes {sorted(_CREATE_OPTIONS)}")
@@ -76,7 +76,7 @@ class RunOptions:
             if config and rank() == 0:
                 run.update_config(storable_config(config))  # what this job brings to the run it goes on with
             return run
-        merged = _storage.deep_merge(_storage.copy_document(self.config), storable_config(config or {}))
+        merged = _document.deep_merge(_document.copy_document(self.config), storable_config(config or {}))
         run = MLRun.create(
             merged, self.base_dir, self.project_name, self.entity, run_id=self.run_id, **self.create_kwargs
         )
@@ -88,7 +88,7 @@ class RunOptions:
         hook that runs on rank 0 only."""
         if (self.run_dir() / "config.toml").exists():
             return self.join()
-        merged = _storage.deep_merge(_storage.copy_document(self.config), storable_config(config or {}))
+        merged = _document.deep_merge(_document.copy_document(self.config), storable_config(config or {}))
         token = _dist.creating_alone.set(True)
         try:
             return MLRun.create(

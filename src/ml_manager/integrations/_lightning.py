@@ -14,7 +14,7 @@ import os
 import weakref
 from typing import TYPE_CHECKING, Any
 
-from ml_manager import _storage
+from ml_manager import _document
 
 from . import _common
 
@@ -111,7 +111,7 @@ class LoggerMixin:
         if not config:
             return
         if not self._has_run() and not _common.rank_group_is_up():
-            self._pending = _storage.deep_merge(self._pending, config)
+            self._pending = _document.deep_merge(self._pending, config)
             return
         run = self.experiment
         if self._rank == 0:
