@@ -136,18 +136,6 @@ def _edit_in_place(path: Path) -> None:
     assert (after.st_ino, after.st_size, after.st_mtime_ns) == (before.st_ino, before.st_size, before.st_mtime_ns)
 
 
-@pytest.mark.usefixtures("settled")
-def test_an_edit_in_place_that_keeps_inode_size_and_mtime_is_still_seen(base_dir: Path) -> None:
-    """Neither the run directory's time (an edit in place leaves it) nor the file's modification time (another
-    program may set it back) is trusted alone: the change time shows."""
-    run = _runs(base_dir, 1)[0]
-    MLProject(base_dir)
-    _edit_in_place(run.run_dir / "metrics.toml")
-    df = _restarted(base_dir)
-    assert list(df["acc"]) == [0.5]
-    _same_as_without_cache(df, base_dir)
-
-
 @pytest.fixture
 def coarse_clock(monkeypatch: pytest.MonkeyPatch) -> None:
     """A file system whose times tick once a second (as some network and FUSE file systems report them)."""
@@ -164,10 +152,13 @@ def coarse_clock(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(os, "fstat", lambda fd: coarse(real_fstat(fd)))
 
 
-@pytest.mark.usefixtures("coarse_clock")
-def test_an_edit_in_place_within_the_same_clock_tick_is_never_served_stale(base_dir: Path) -> None:
-    """With a coarse clock an edit within the tick keeps every field of the key; runs parsed while their files
-    are younger than the settling time are not kept, so the edit is seen all the same."""
+@pytest.mark.parametrize("clock", ["settled", "coarse_clock"])
+def test_an_edit_in_place_is_seen(base_dir: Path, clock: str, request: pytest.FixtureRequest) -> None:
+    """Neither the run directory's time (an edit in place leaves it) nor the file's modification time (another
+    program may set it back) is trusted alone: the change time shows.  With a coarse clock an edit within the
+    tick keeps every field of the key; runs parsed while their files are younger than the settling time are not
+    kept, so the edit is seen all the same."""
+    request.getfixturevalue(clock)
     run = _runs(base_dir, 1)[0]
     MLProject(base_dir)
     _edit_in_place(run.run_dir / "metrics.toml")

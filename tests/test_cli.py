@@ -397,29 +397,11 @@ def test_table_commands_take_it_as_their_last_positional_too(base_dir: Path, run
 
 @pytest.mark.parametrize("way", ["positional", "option"])
 def test_the_ui_serves_the_base_directory_given_either_way(base_dir: Path, runs: list[MLRun], way: str) -> None:
-    import socket
-    import time
     import urllib.request
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    from _ui_process import ui_process
+
     where = [str(base_dir)] if way == "positional" else ["-d", str(base_dir)]
-    command = [sys.executable, "-m", "ml_manager", "ui", *where, "--port", str(port)]
-    with subprocess.Popen(command, stderr=subprocess.PIPE, text=True) as server:
-        try:
-            deadline = time.monotonic() + 60
-            while True:  # until it answers (or dies): a condition, not a guess
-                try:
-                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/runs", timeout=5) as answer:
-                        table = json.load(answer)
-                    break
-                except OSError:
-                    if server.poll() is not None or time.monotonic() > deadline:
-                        said = server.stderr.read() if server.stderr else ""
-                        raise AssertionError(f"the server did not start: {said}") from None
-                    time.sleep(0.05)
-        finally:
-            server.terminate()
-            server.communicate(timeout=30)
+    with ui_process(*where) as url, urllib.request.urlopen(url + "api/runs", timeout=30) as answer:
+        table = json.load(answer)
     assert len(table["rows"]) == len(runs)

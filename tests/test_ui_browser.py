@@ -7,16 +7,14 @@ import contextlib
 import math
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from _ui_process import ui_process
 from ml_manager import MLRun
 
 if TYPE_CHECKING:
@@ -75,38 +73,16 @@ def _console(message: Any, errors: list[str]) -> None:
         errors.append(message.text)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @contextlib.contextmanager
 def serving(base_dir: Path, page: Any) -> Iterator[str]:
     """``ml-manager ui base_dir`` on a free port, until the block ends; yields its URL once it answers.
 
     The page leaves it first, so that its polling never meets a server that is gone."""
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}/"
-    with subprocess.Popen(
-        [ML_MANAGER, "ui", str(base_dir), "--port", str(port)], stderr=subprocess.PIPE, text=True
-    ) as server:
+    with ui_process(str(base_dir)) as url:
         try:
-            deadline = time.monotonic() + 60
-            while True:  # until it answers (or dies): a condition, not a guess
-                try:
-                    with urllib.request.urlopen(url + "api/runs", timeout=5):
-                        break
-                except OSError:
-                    if server.poll() is not None or time.monotonic() > deadline:
-                        said = server.stderr.read() if server.stderr else ""
-                        raise AssertionError(f"the server did not start: {said}") from None
-                    time.sleep(0.05)
             yield url
         finally:
             page.goto("about:blank")
-            server.terminate()
-            server.communicate(timeout=30)
 
 
 def make_runs(base_dir: Path) -> list[MLRun]:
