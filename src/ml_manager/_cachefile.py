@@ -24,7 +24,7 @@ import numpy as np
 import orjson
 
 from ._cache import _HEAD, FORMAT, MAGIC
-from ._column import BOOL, EPOCH, FLOAT, INT, OBJ, STR, TIME, Column
+from ._column import BOOL, EPOCH, FLOAT, INT, OBJ, STR, TIME, Column, objects
 from ._table import SECTIONS, Table
 
 if TYPE_CHECKING:
@@ -291,8 +291,7 @@ def _texts(entry: dict[str, Any], codes: NDArray[np.uint8], count: int, get: Any
     given = entry["texts"]
     if type(given) is not list or not set(map(type, given)) <= {str}:
         raise ValueError("a text that is not one")
-    texts = np.empty(len(given), object)
-    texts[:] = given
+    texts = objects(given)
     text_at = get(entry["text_at"], "i4", len(codes))
     is_text = codes == STR
     if (text_at[~is_text] != -1).any() or (text_at[is_text] < 0).any() or (text_at >= len(given)).any():
@@ -310,8 +309,6 @@ def _objects(entry: dict[str, Any], codes: NDArray[np.uint8], count: int) -> NDA
         raise ValueError("cells do not match the type codes")
     for at in entry["tagged"]:
         cells[at] = _untag(cells[at])
-    placed = np.empty(len(cells), object)
-    placed[:] = cells
     objs = np.empty(len(codes), object)
-    objs[codes == OBJ] = placed
+    objs[codes == OBJ] = objects(cells)
     return objs

@@ -27,6 +27,13 @@ _ZERO = datetime.timedelta(0)
 _SCALARS = {int: INT, float: FLOAT, bool: BOOL, str: STR}
 
 
+def objects(values: Sequence[Any]) -> NDArray[np.object_]:
+    """A one-dimensional array of ``values`` as they are (a list is one cell, never a dimension)."""
+    array = np.empty(len(values), object)
+    array[:] = values
+    return array
+
+
 class Column:
     """One flattened key's values over every row of a table.
 
@@ -193,8 +200,7 @@ def _one_kind(kind: type, values: list[Any]) -> Column | None:  # noqa: PLR0911 
     if kind is str or kind is list:
         if kind is list and not set(map(type, itertools.chain.from_iterable(values))) <= _PLAIN:
             values = [standard(value) for value in values]  # lists of more than plain scalars: rare
-        objs = np.empty(n, object)
-        objs[:] = values
+        objs = objects(values)
         if kind is list:
             return Column(np.full(n, OBJ, np.uint8), objs=objs)
         from ._frame import factorize

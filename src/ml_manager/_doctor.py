@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from . import _document, _fs, _history, _lease, _storage
+from . import _document, _fs, _history, _lease, _scan, _storage
 from ._atomic import _TEMP_NAME, remove_stale_temps
 from ._locking import LOCK_FILES, LockKind, recorded_kind, resolve_lock_kind, resolve_lock_timeout, run_lock
 from ._queue import NODE_SUFFIX, QUEUE_SUFFIX
@@ -325,11 +325,7 @@ def _free_name(path: Path) -> Path:
 
 
 def _visible_dirs(directory: Path) -> list[Path]:
-    try:
-        with os.scandir(directory) as entries:
-            return sorted(Path(entry.path) for entry in entries if not entry.name.startswith(".") and entry.is_dir())
-    except OSError:
-        return []
+    return [directory / name for name in _scan.subdirs(str(directory), [])]  # one that cannot be listed: none
 
 
 def _age(path: Path, now: float) -> float:

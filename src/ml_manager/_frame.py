@@ -71,6 +71,8 @@ def build_frame(table: Table) -> Frame:
     """
     import pandas as pd
 
+    from ._column import objects
+
     sections = table.sections
     config_names, metric_names = set(sections["config"]), set(sections["metrics"])
     taken = config_names | metric_names | set(ID_COLUMNS)
@@ -78,8 +80,8 @@ def build_frame(table: Table) -> Frame:
     metric_moves = _renames(sorted(metric_names & set(ID_COLUMNS)), taken, "metrics.")
     where = [place.partition("/") for place in table.where]
     data: dict[str, Any] = {
-        "run_id": _text([run_id for _, _, run_id in where]),
-        "project_name": _text([project for project, _, _ in where]),
+        "run_id": objects([run_id for _, _, run_id in where]),
+        "project_name": objects([project for project, _, _ in where]),
     }
     for name, column in sections["config"].items():
         data[config_moves.get(name, name)] = _column(column)
@@ -144,18 +146,10 @@ def factorize(texts: Any) -> tuple[Any, Any]:
     import numpy as np
     import pandas as pd
 
+    from ._column import objects
+
     at, distinct = pd.factorize(texts)
-    values = np.empty(len(distinct), object)
-    values[:] = distinct
-    return at.astype(np.int32), values
-
-
-def _text(values: list[str]) -> Any:
-    import numpy as np
-
-    array = np.empty(len(values), object)
-    array[:] = values
-    return array
+    return at.astype(np.int32), objects(distinct)
 
 
 HISTORY_COLUMNS = ("step", "time", "writer")

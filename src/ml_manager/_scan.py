@@ -22,7 +22,7 @@ CONFIG, METRICS = "/config.toml", "/metrics.toml"
 # The inode number, folded into a signed 64-bit integer (a few file systems use all 64 bits).
 INODE_MASK = (1 << 63) - 1
 NO_CONFIG = (-2,) * 8  # never the key of a parsed run: the run is read, and found gone or still being created
-NO_METRICS = (-1, -1, -1, -1)
+NO_FILE = (-1, -1, -1, -1)  # the half of a run's key for a file it does not have (metrics.toml, as a rule)
 
 
 def subdirs(directory: str, errors: list[tuple[str, OSError]]) -> list[str]:
@@ -73,7 +73,7 @@ def scan(base: str, errors: list[tuple[str, OSError]], *, identify: bool = True)
                 try:
                     m = stat(where + METRICS, dir_fd=fd)
                 except FileNotFoundError:
-                    add((c.st_ino & mask, c.st_size, c.st_mtime_ns, c.st_ctime_ns, *NO_METRICS))
+                    add((c.st_ino & mask, c.st_size, c.st_mtime_ns, c.st_ctime_ns, *NO_FILE))
                     continue
                 except OSError:
                     add(NO_CONFIG)

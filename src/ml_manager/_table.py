@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from ._column import ABSENT, Column, concat, encode, missing_column
+from ._column import ABSENT, Column, concat, encode, missing_column, objects
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -27,9 +27,8 @@ SECTIONS = ("config", "metrics", "meta", "wandb")
 # _meta bookkeeping for exact round-trips through MLRun.load; meaningless as a column.
 HIDDEN_META = frozenset({"python_types"})
 # The identity of a run's two files: (inode, size, mtime ns, ctime ns) of config.toml, then of metrics.toml;
-# a missing file is four -1.
+# a missing file is four -1 (_scan.NO_FILE).
 RunKey = tuple[int, int, int, int, int, int, int, int]
-NO_FILE = (-1, -1, -1, -1)
 
 
 class Parsed(NamedTuple):
@@ -141,9 +140,7 @@ def _spread(rows: list[int], values: list[Any], every: list[int]) -> list[Any]:
     last = np.ones(len(at), bool)
     last[:-1] = at[1:] != at[:-1]
     spread = np.full(len(every), ABSENT, object)
-    chosen = np.empty(int(last.sum()), object)
-    chosen[:] = [value for value, keep in zip(values, last.tolist(), strict=True) if keep]
-    spread[at[last]] = chosen
+    spread[at[last]] = objects([value for value, keep in zip(values, last.tolist(), strict=True) if keep])
     return spread.tolist()  # type: ignore[no-any-return]
 
 

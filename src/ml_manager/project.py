@@ -246,12 +246,12 @@ def _gc_paused() -> Iterator[None]:
 
 def _parse(run_dir: str, where: str) -> Any:
     """One run as read from its files, with the identity of the file versions it was read from."""
-    from . import _table
+    from . import _scan, _table
 
     config, metrics, (config_key, metrics_key) = _storage.read_run_files(run_dir, parse_toml_as_is)
     meta, wandb_info = _storage.split_config(config, os.path.join(run_dir, _storage.CONFIG_FILE))
     config = restore_config(config, meta.get("python_types"))
-    key = (*(config_key or _table.NO_FILE), *(metrics_key or _table.NO_FILE))
+    key = (*(config_key or _scan.NO_FILE), *(metrics_key or _scan.NO_FILE))
     return _table.Parsed(where, key, config, metrics, meta, wandb_info)
 
 
