@@ -198,12 +198,22 @@ class _Keys:
         return self.table.order_key(row)
 
 
+def matching(
+    table: Table, places: list[str], keys: NDArray[np.int64], rows: NDArray[np.intp] | None = None
+) -> tuple[NDArray[np.intp], NDArray[np.bool_]]:
+    """Each place's row in ``table`` (-1 where it has none; ``rows`` when already known), and whether that row
+    was read from the very file versions ``keys`` identify."""
+    if rows is None:
+        rows = np.fromiter(map(table.rows.get, places, itertools.repeat(-1)), np.intp, len(places))
+    same = rows >= 0
+    same[same] = (table.keys[rows[same]] == keys[same]).all(axis=1)
+    return rows, same
+
+
 def difference(old: Table, new: Table) -> tuple[list[str], NDArray[np.intp]]:
     """What turns ``old`` into ``new``: the places of ``old``'s rows that are not in ``new`` as they are (gone
     or changed), and the rows of ``new`` that are not in ``old`` as they are (added or changed)."""
-    rows = np.fromiter(map(old.rows.get, new.where, itertools.repeat(-1)), np.intp, len(new))
-    same = rows >= 0
-    same[same] = (old.keys[rows[same]] == new.keys[same]).all(axis=1)
+    rows, same = matching(old, new.where, new.keys)
     kept = np.zeros(len(old), bool)
     kept[rows[same]] = True
     return [old.where[row] for row in np.flatnonzero(~kept).tolist()], np.flatnonzero(~same)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import gc
-import itertools
 import os
 import sys
 import time
@@ -102,7 +101,7 @@ class MLProject:
         skipped: list[CorruptRunFileError] = []
         import numpy as np  # imported by the first load, not by `import ml_manager`
 
-        from . import _scan
+        from . import _scan, _table
 
         _fs.forget()  # which mounts cache sizes: looked up again, once per mount, for this load
         aside = _scan.Aside(base) if store.table is None and store.file_size() >= _SCAN_ASIDE_FROM else None
@@ -125,12 +124,9 @@ class MLProject:
                 skipped.append(error)
                 warnings.warn(f"skipping {directory}: {error}", MLManagerWarning, stacklevel=5)
         places, found = listing[0], np.frombuffer(listing[1], np.int64).reshape(len(listing[0]), 8)
-        if listed is not None and listed[0] == places:
-            rows = listed[1]  # the same runs as last time: no lookup by name
-        else:
-            rows = np.fromiter(map(cached.rows.get, places, itertools.repeat(-1)), np.intp, len(places))
-        same = rows >= 0
-        same[same] = (cached.keys[rows[same]] == found[same]).all(axis=1)
+        # The same runs as last time in the same order: their rows are known, no lookup by name.
+        known = listed[1] if listed is not None and listed[0] == places else None
+        rows, same = _table.matching(cached, places, found, known)
         kept = rows[same]  # only settled runs are cached, and unchanged files stay settled
         parsed: list[_table.Parsed] = []
         now = time.time_ns()  # before reading: a file this young when read may change within its clock tick
